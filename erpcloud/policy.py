@@ -1,0 +1,327 @@
+"""Every number the service promises, in one place, each citing its requirement.
+
+The numbered requirements (S1-S20, P1-P8) are listed in ``shared/SERVICE.md``; the seed
+documents behind them are the source of truth. No other module repeats these literals: import
+them from here. Values that are our own operating choices (not promised to customers) say so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import time, timedelta
+from enum import StrEnum
+from typing import Final
+
+
+class Zone(StrEnum):
+    """A partner's account zone (P1)."""
+
+    EU = "EU"
+    US = "US"
+
+
+class Edition(StrEnum):
+    """The product sold with the cloud service (S17)."""
+
+    COMMERCE = "commerce"
+    BUSINESS = "business"
+
+
+# --- S3: the endpoint ------------------------------------------------------------------------
+#: The provider's domain; customers choose only the prefix (S3), never the domain (S16).
+SERVICE_DOMAIN: Final = "erp-cloud.example.net"
+#: Labels no customer may take as `<prefix>` (S3: "within restrictions").
+RESERVED_PREFIXES: Final[frozenset[str]] = frozenset(
+    {
+        "www",
+        "api",
+        "admin",
+        "mail",
+        "status",
+        "cloud",
+        "smtp",
+        "imap",
+        "pop",
+        "ftp",
+        "sftp",
+        "ssh",
+        "vpn",
+        "ns",
+        "ns1",
+        "ns2",
+        "dns",
+        "mx",
+        "autodiscover",
+        "autoconfig",
+        "support",
+        "help",
+        "docs",
+        "blog",
+        "portal",
+        "login",
+        "auth",
+        "sso",
+        "id",
+        "account",
+        "accounts",
+        "billing",
+        "signup",
+        "partner",
+        "partners",
+        "static",
+        "cdn",
+        "assets",
+        "monitoring",
+        "grafana",
+        "metrics",
+        "backup",
+        "backups",
+        "console",
+        "dashboard",
+        "root",
+        "localhost",
+        "test",
+        "staging",
+        "demo",
+        "dev",
+        "internal",
+        "ops",
+        "security",
+    }
+)
+#: The test environment's URL is `<prefix>-<suffix>.cloud.<domain>` (S9).
+TEST_ENV_PREFIX_SUFFIX: Final = "test"
+#: The application port behind the load balancer; only the ALB reaches it (S3).
+APP_PORT: Final = 8443
+#: TLS policy of the HTTPS listener (S3: modern TLS only, 1.2 minimum, 1.3 preferred).
+ALB_TLS_POLICY: Final = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+#: The only port the public endpoint listens on (S3: plain HTTP is not possible).
+HTTPS_PORT: Final = 443
+#: Ports no listener, rule or ingress may ever open (S3).
+FORBIDDEN_PORTS: Final[frozenset[int]] = frozenset({80})
+
+
+# --- S4 / S20: SSH ---------------------------------------------------------------------------
+SSH_PORT: Final = 22
+#: Minimum RSA modulus for an SSH key (S4; NIST SP 800-57 for use beyond 2030).
+MIN_RSA_BITS: Final = 3072
+#: Key types accepted (S4: public-key authentication only).
+ALLOWED_SSH_KEY_TYPES: Final[frozenset[str]] = frozenset({"ssh-ed25519", "ssh-rsa"})
+#: System accounts a customer user may never be named after (S4: non-root).
+RESERVED_USERNAMES: Final[frozenset[str]] = frozenset(
+    {
+        "root",
+        "daemon",
+        "bin",
+        "sys",
+        "sync",
+        "games",
+        "man",
+        "lp",
+        "mail",
+        "news",
+        "uucp",
+        "proxy",
+        "www-data",
+        "backup",
+        "list",
+        "irc",
+        "gnats",
+        "nobody",
+        "systemd-network",
+        "systemd-resolve",
+        "messagebus",
+        "sshd",
+        "postgres",
+        "ubuntu",
+        "admin",
+        "erp",
+        "cwagent",
+        "syslog",
+        "_apt",
+        "pgbackrest",
+    }
+)
+
+
+# --- S10: regions ----------------------------------------------------------------------------
+#: Regions served without an exception (S10).
+DEFAULT_REGIONS: Final[frozenset[str]] = frozenset({"eu-west-1", "us-east-1"})
+#: Where each default region's second copy of the backups lives (S6: "a second location").
+COPY_REGIONS: Final[dict[str, str]] = {
+    "eu-west-1": "eu-central-1",
+    "us-east-1": "us-east-2",
+}
+#: Which regions a partner zone may sell (P1, S10).
+ZONE_REGION_PREFIXES: Final[dict[Zone, tuple[str, ...]]] = {
+    Zone.EU: ("eu-", "me-", "il-", "af-"),
+    Zone.US: ("us-", "ca-", "sa-", "mx-"),
+}
+#: The data centre's local time zone per AWS region (S11: "heure du centre de données").
+REGION_TIMEZONES: Final[dict[str, str]] = {
+    "eu-west-1": "Europe/Dublin",
+    "eu-west-2": "Europe/London",
+    "eu-west-3": "Europe/Paris",
+    "eu-central-1": "Europe/Berlin",
+    "eu-central-2": "Europe/Zurich",
+    "eu-north-1": "Europe/Stockholm",
+    "eu-south-1": "Europe/Rome",
+    "eu-south-2": "Europe/Madrid",
+    "me-central-1": "Asia/Dubai",
+    "me-south-1": "Asia/Bahrain",
+    "il-central-1": "Asia/Jerusalem",
+    "af-south-1": "Africa/Johannesburg",
+    "us-east-1": "America/New_York",
+    "us-east-2": "America/New_York",
+    "us-west-1": "America/Los_Angeles",
+    "us-west-2": "America/Los_Angeles",
+    "ca-central-1": "America/Toronto",
+    "ca-west-1": "America/Edmonton",
+    "sa-east-1": "America/Sao_Paulo",
+    "mx-central-1": "America/Mexico_City",
+}
+
+
+# --- S1 / S2 / S9: sizing --------------------------------------------------------------------
+@dataclass(frozen=True)
+class InstanceType:
+    """One EC2 instance type we sell, with the figures S9's 50 % rule is computed from."""
+
+    name: str
+    family: str
+    vcpu: int
+    memory_gib: int
+    production: bool  # may production run on it (S1), or only a test environment (S9)
+
+
+INSTANCE_TYPES: Final[dict[str, InstanceType]] = {
+    t.name: t
+    for t in (
+        InstanceType("t3.medium", "t3", 2, 4, production=False),
+        InstanceType("t3.large", "t3", 2, 8, production=False),
+        InstanceType("m6i.large", "m6i", 2, 8, production=False),
+        InstanceType("m6i.xlarge", "m6i", 4, 16, production=True),
+        InstanceType("m6i.2xlarge", "m6i", 8, 32, production=True),
+        InstanceType("m6i.4xlarge", "m6i", 16, 64, production=True),
+        InstanceType("r6i.large", "r6i", 2, 16, production=False),
+        InstanceType("r6i.xlarge", "r6i", 4, 32, production=True),
+        InstanceType("r6i.2xlarge", "r6i", 8, 64, production=True),
+        InstanceType("r6i.4xlarge", "r6i", 16, 128, production=True),
+        InstanceType("c6i.large", "c6i", 2, 4, production=False),
+        InstanceType("c6i.xlarge", "c6i", 4, 8, production=True),
+        InstanceType("c6i.2xlarge", "c6i", 8, 16, production=True),
+    )
+}
+#: The test environment gets at most this share of production's resources (S9).
+TEST_ENV_MAX_RATIO: Final = 0.5
+#: Smallest data volume for any environment (our choice: room for the OS image's database).
+MIN_DATA_VOLUME_GIB: Final = 20
+#: Largest data volume a customer file may ask for (our choice: EBS gp3 limit is 16 TiB).
+MAX_DATA_VOLUME_GIB: Final = 16384
+#: The root volume of every instance (S1).
+ROOT_VOLUME_GIB: Final = 30
+#: S2: disk use (percent) at which the data volume is grown online.
+DISK_GROW_THRESHOLD_PERCENT: Final = 80
+#: S2: each online growth adds this share of the current size (EBS allows one change per 6 h).
+DISK_GROW_STEP_RATIO: Final = 0.25
+#: S2: average CPU (percent) that, sustained, opens a resize request for the next window.
+SUSTAINED_CPU_PERCENT: Final = 75
+#: S2: how long the load must be sustained.
+SUSTAINED_LOAD_PERIOD: Final = timedelta(hours=6)
+
+
+# --- S5: monitoring thresholds (alarms go to operations) --------------------------------------
+CPU_ALARM_PERCENT: Final = 90
+MEMORY_ALARM_PERCENT: Final = 90
+DISK_ALARM_PERCENT: Final = 90
+DB_CONNECTIONS_ALARM: Final = 180
+#: Alarm when the newest archived WAL segment is older than this (S5 feeding S7).
+WAL_ARCHIVE_AGE_ALARM: Final = timedelta(minutes=5)
+TARGET_RESPONSE_TIME_ALARM_SECONDS: Final = 2.0
+HTTP_5XX_ALARM_COUNT: Final = 10
+
+
+# --- S6 / S7 / S8: backups and recovery -------------------------------------------------------
+#: Nightly backups are kept at least this long, one a day (S6).
+BACKUP_RETENTION_DAYS: Final = 30
+#: Recovery time objective from declaration (S8).
+RTO: Final = timedelta(hours=12)
+#: Recovery point objective from the event (S8).
+RPO: Final = timedelta(hours=1)
+#: WAL is switched at least this often, which bounds the data lost to an instance loss (S7).
+#: Our target: far inside the RPO of S8.
+ARCHIVE_TIMEOUT: Final = timedelta(seconds=60)
+#: The gap check warns when the newest archived segment is older than this (S7).
+ARCHIVE_LATE_AFTER: Final = timedelta(minutes=5)
+#: Nightly backup start in the data centre's local time (S6: low-traffic hours).
+BACKUP_LOCAL_TIME: Final = time(1, 30)
+#: Full backup on this ISO weekday (7 = Sunday); differential the other nights (S6: every day
+#: still has its own restorable backup set).
+FULL_BACKUP_ISO_WEEKDAY: Final = 7
+#: A drill or risky maintenance step wants a good backup at most this old (S6).
+RECENT_BACKUP_MAX_AGE: Final = timedelta(hours=26)
+#: The restore plan is tested at least this often (S8: "testé tous les ans").
+DR_DRILL_MAX_INTERVAL: Final = timedelta(days=365)
+#: Our goal: every customer drilled monthly, in rotation.
+DR_DRILL_ROTATION: Final = timedelta(days=30)
+
+
+# --- S11-S14: maintenance ---------------------------------------------------------------------
+#: The standard window: which Monday of the month (S11: "une fois par mois un lundi").
+MAINTENANCE_MONDAY_OF_MONTH: Final = 3
+#: Window start in the data centre's local time (S11: "vers 22 h 00").
+MAINTENANCE_START_LOCAL: Final = time(22, 0)
+#: Window length (S11: "généralement moins d'une heure").
+MAINTENANCE_WINDOW: Final = timedelta(hours=1)
+#: A change to the standard calendar is announced this far ahead (S11: "à l'avance"; our value).
+CALENDAR_CHANGE_NOTICE: Final = timedelta(days=14)
+#: Emergency maintenance may only be for these reasons (S12).
+EMERGENCY_REASONS: Final[frozenset[str]] = frozenset(
+    {"security", "performance", "availability", "stability"}
+)
+#: Emergency work that interrupts service is announced this far ahead (S12).
+EMERGENCY_NOTICE: Final = timedelta(hours=24)
+#: Major changes per calendar year (S13).
+MAJOR_CHANGES_PER_YEAR: Final = 2
+#: Major change notice (S13).
+MAJOR_CHANGE_NOTICE: Final = timedelta(days=60)
+#: Major change downtime (S13).
+MAJOR_CHANGE_MAX_DOWNTIME: Final = timedelta(hours=24)
+#: Migration outside the region's own data centres is announced this far ahead (S14).
+MIGRATION_NOTICE: Final = timedelta(days=30)
+
+
+# --- S15 / S19: product versions --------------------------------------------------------------
+#: The customer must run one of this many latest "Confirmed Stable" releases, or newer (S15).
+SUPPORTED_CONFIRMED_STABLE: Final = 4
+#: Minimum version to move in from on-premises (S19).
+MOVE_IN_MINIMUM_VERSION: Final[dict[Edition, str]] = {
+    Edition.COMMERCE: "RR15Q2",
+    Edition.BUSINESS: "PR15Q2",
+}
+
+
+# --- S17: licensing ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LicenceMinimum:
+    concurrent_users: int
+    pos_terminals: int
+
+
+LICENCE_MINIMUMS: Final[dict[Edition, LicenceMinimum]] = {
+    Edition.COMMERCE: LicenceMinimum(concurrent_users=10, pos_terminals=20),
+    Edition.BUSINESS: LicenceMinimum(concurrent_users=20, pos_terminals=0),
+}
+#: One-year minimum term, billed in advance (S17).
+MIN_TERM_MONTHS: Final = 12
+
+
+# --- S18: cancellation and retention ----------------------------------------------------------
+#: Written notice before termination (S18).
+CANCELLATION_NOTICE: Final = timedelta(days=30)
+#: Production data stays available this long after termination, then may be destroyed (S18).
+RETENTION_AFTER_TERMINATION: Final = timedelta(days=60)
+
+
+# --- P5: support tokens -----------------------------------------------------------------------
+ONE_TIME_TOKEN_TTL: Final = timedelta(days=1)

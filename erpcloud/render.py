@@ -1,0 +1,481 @@
+"""Jinja2 renderers for everything that lands on the machines, and for customer notices.
+
+Templates live in ``erpcloud/templates``; undefined variables are errors (StrictUndefined).
+Renderers take typed objects and never receive a secret value: only the names of the secrets
+(S1: the instance reads them from Secrets Manager at boot). Files reach disk only through
+:func:`render_customer`, which writes a whole tree atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import jinja2
+import yaml
+
+from erpcloud import policy
+from erpcloud.files import replace_tree
+from erpcloud.model import Customer, Environment, SecretSource
+
+#: CloudWatch namespace of the platform's custom metrics (S5).
+METRICS_NAMESPACE: Final = "ERPCloud"
+
+#: cloud-init 22.4 accepts unknown top-level keys, so we check them ourselves: these are the
+#: only keys our user-data may use.
+CLOUD_CONFIG_KEYS: Final[frozenset[str]] = frozenset(
+    {
+        "hostname",
+        "fqdn",
+        "timezone",
+        "disable_root",
+        "ssh_pwauth",
+        "users",
+        "write_files",
+        "runcmd",
+        "final_message",
+    }
+)
+
+
+def _pg_quote(value: str) -> str:
+    """A postgresql.conf string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("erpcloud", "templates"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["pg_quote"] = _pg_quote
+    env.filters["shell_quote"] = shlex.quote
+    return env
+
+
+_ENV: Final = _environment()
+
+
+def render_template(name: str, **context: Any) -> str:
+    return _ENV.get_template(name).render(**context)
+
+
+# --- where things are on a host ---------------------------------------------------------------
+@dataclass(frozen=True)
+class HostLayout:
+    """Paths and ports on a database host. Production's are the Ubuntu/PGDG defaults; the local
+    target uses its own private directories with the same rendered files."""
+
+    pg_version: int = 15
+    pg_data: str = "/var/lib/postgresql/15/main"
+    pg_port: int = 5432
+    pg_socket_dir: str = ""  # empty: the distribution default
+    listen_addresses: str = "localhost"  # the product runs on the same host
+    pgbackrest_config: str = "/etc/pgbackrest/pgbackrest.conf"
+    spool_path: str = "/var/spool/pgbackrest"
+    log_path: str = "/var/log/pgbackrest"
+    lock_path: str = "/tmp/pgbackrest"  # noqa: S108 - pgBackRest's own default
+    data_mount: str = "/var/lib/postgresql"
+    conf_d: str = "/etc/postgresql/15/main/conf.d"
+
+
+@dataclass(frozen=True)
+class S3Repo:
+    """One pgBackRest S3 repository (S6: repo1 primary region, repo2 copy region)."""
+
+    index: int
+    bucket: str
+    region: str
+    endpoint: str
+    port: int | None = None
+    verify_tls: bool = True
+    uri_style: str = "host"
+    #: ``auto``: the instance role (IMDSv2); ``shared``: keys from the environment (local target).
+    key_type: str = "auto"
+    path: str = "/pgbackrest"
+
+
+def aws_repos(customer: Customer) -> tuple[S3Repo, S3Repo]:
+    """The two repositories on AWS: the buckets the customer's stack creates (S6)."""
+    primary, copy = customer.backup_bucket_names
+    return (
+        S3Repo(1, primary, customer.region, f"s3.{customer.region}.amazonaws.com"),
+        S3Repo(
+            2,
+            copy,
+            customer.backup_copy_region,
+            f"s3.{customer.backup_copy_region}.amazonaws.com",
+        ),
+    )
+
+
+def archive_command(customer: Customer, layout: HostLayout) -> str:
+    """S7: one archive-push sends each WAL segment to both repositories."""
+    return (
+        f"pgbackrest --config={layout.pgbackrest_config} --stanza={customer.stanza} archive-push %p"
+    )
+
+
+# --- individual files -------------------------------------------------------------------------
+def render_postgresql_conf(
+    customer: Customer, layout: HostLayout, environment: Environment = Environment.PRODUCTION
+) -> str:
+    """The ``conf.d`` fragment: WAL level, archiving (production only, S7/S9), timeouts."""
+    return render_template(
+        "postgresql/erpcloud.conf.j2",
+        customer=customer,
+        layout=layout,
+        environment=environment.value,
+        archiving=environment.has_backups,
+        archive_command=archive_command(customer, layout),
+    )
+
+
+def render_pgbackrest_conf(
+    customer: Customer, layout: HostLayout, repos: tuple[S3Repo, ...] | None = None
+) -> str:
+    """``pgbackrest.conf``: the customer's stanza with its two S3 repositories (S6, S7)."""
+    chosen = repos if repos is not None else aws_repos(customer)
+    shared = any(r.key_type == "shared" for r in chosen)
+    note = (
+        "S3 keys come from the environment (PGBACKREST_REPOn_S3_KEY/_SECRET)"
+        if shared
+        else "S3 credentials come from the instance role (IMDSv2)"
+    )
+    return render_template(
+        "pgbackrest/pgbackrest.conf.j2",
+        customer=customer,
+        layout=layout,
+        repos=chosen,
+        credentials_note=note,
+    )
+
+
+_WEEKDAYS: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def render_backup_units(customer: Customer, layout: HostLayout) -> dict[str, str]:
+    """S6: systemd units for the weekly full and the nightly differential backups."""
+    full_day = _WEEKDAYS[policy.FULL_BACKUP_ISO_WEEKDAY - 1]
+    other_days = ",".join(d for d in _WEEKDAYS if d != full_day)
+    context = {
+        "customer": customer,
+        "layout": layout,
+        "timezone": policy.REGION_TIMEZONES[customer.region],
+        "start": customer.backup.nightly_local_time.strftime("%H:%M:%S"),
+        "full_weekday": full_day,
+        "diff_weekdays": other_days,
+    }
+    return {
+        "pgbackrest-backup@.service": render_template(
+            "systemd/pgbackrest-backup@.service.j2", **context
+        ),
+        "pgbackrest-full.timer": render_template("systemd/pgbackrest-full.timer.j2", **context),
+        "pgbackrest-diff.timer": render_template("systemd/pgbackrest-diff.timer.j2", **context),
+    }
+
+
+def render_cloudwatch_agent_config(customer: Customer, layout: HostLayout) -> str:
+    """S5: CPU, memory, disk use, disk activity and network, plus the database logs."""
+    text = render_template(
+        "monitoring/amazon-cloudwatch-agent.json.j2",
+        namespace=METRICS_NAMESPACE,
+        data_mount=layout.data_mount,
+        log_group=f"/erpcloud/{customer.id}",
+    )
+    json.loads(text)  # a template slip must fail here, not on the instance
+    return text
+
+
+def secret_name(customer: Customer, which: str) -> str:
+    """The Secrets Manager name the instance reads a secret from (S1)."""
+    ref = getattr(customer.secrets, which)
+    if ref.source is SecretSource.SECRETS_MANAGER:
+        return str(ref.name)
+    return f"erpcloud/{customer.id}/{which.replace('_', '-')}"
+
+
+@dataclass(frozen=True)
+class HostFile:
+    """A file the instance gets through cloud-init's ``write_files``."""
+
+    path: str
+    content: str
+    mode: str = "0644"
+    owner: str = "root:root"
+
+
+def host_files(customer: Customer, environment: Environment, layout: HostLayout) -> list[HostFile]:
+    """Every file cloud-init writes on one environment's instance."""
+    host = customer.url_host if environment is Environment.PRODUCTION else customer.test_url_host
+    users = [u.name for u in customer.ssh.users]
+    files = [
+        HostFile(
+            "/etc/ssh/sshd_config.d/50-erpcloud.conf",
+            render_template("ssh/50-erpcloud.conf.j2", customer=customer, users=users),
+        ),
+        HostFile(
+            f"{layout.conf_d}/erpcloud.conf",
+            render_postgresql_conf(customer, layout, environment),
+            owner="postgres:postgres",
+        ),
+        HostFile(
+            "/etc/systemd/system/erp-product.service",
+            render_template(
+                "product/erp-product.service.j2",
+                customer=customer,
+                app_port=policy.APP_PORT,
+                host=host,
+            ),
+        ),
+        HostFile(
+            "/etc/systemd/system/erpcloud-secrets.service",
+            render_template("product/erpcloud-secrets.service.j2", customer=customer),
+        ),
+        HostFile(
+            "/usr/local/lib/erpcloud/fetch-secrets",
+            render_template(
+                "product/fetch-secrets.sh.j2",
+                customer=customer,
+                region=customer.region,
+                activation_key_secret=secret_name(customer, "activation_key"),
+                database_password_secret=secret_name(customer, "database_password"),
+            ),
+            mode="0750",
+        ),
+    ]
+    if environment.has_backups:
+        files.append(
+            HostFile(
+                layout.pgbackrest_config,
+                render_pgbackrest_conf(customer, layout),
+                mode="0640",
+                owner="postgres:postgres",
+            )
+        )
+        files.extend(
+            HostFile(f"/etc/systemd/system/{name}", text)
+            for name, text in render_backup_units(customer, layout).items()
+        )
+    if environment.has_monitoring:
+        files.extend(
+            [
+                HostFile(CLOUDWATCH_CONFIG_PATH, render_cloudwatch_agent_config(customer, layout)),
+                HostFile(
+                    "/usr/local/lib/erpcloud/db-metrics",
+                    render_template(
+                        "monitoring/db-metrics.sh.j2",
+                        customer=customer,
+                        layout=layout,
+                        region=customer.region,
+                        namespace=METRICS_NAMESPACE,
+                    ),
+                    mode="0755",
+                ),
+                HostFile(
+                    "/etc/systemd/system/erpcloud-db-metrics.service",
+                    render_template("systemd/erpcloud-db-metrics.service.j2", customer=customer),
+                ),
+                HostFile(
+                    "/etc/systemd/system/erpcloud-db-metrics.timer",
+                    render_template("systemd/erpcloud-db-metrics.timer.j2", customer=customer),
+                ),
+            ]
+        )
+    return files
+
+
+CLOUDWATCH_CONFIG_PATH: Final = "/opt/aws/amazon-cloudwatch-agent/etc/amazon-cloudwatch-agent.json"
+
+
+def render_user_data(
+    customer: Customer,
+    environment: Environment = Environment.PRODUCTION,
+    layout: HostLayout | None = None,
+) -> str:
+    """The cloud-init user-data of one environment's instance (S1, S4; S5-S7 production only)."""
+    chosen = layout or HostLayout()
+    host = customer.url_host if environment is Environment.PRODUCTION else customer.test_url_host
+    text = render_template(
+        "cloud-init/user-data.yaml.j2",
+        customer=customer,
+        environment=environment.value,
+        layout=chosen,
+        hostname=host.split(".")[0],
+        fqdn=host,
+        timezone=policy.REGION_TIMEZONES[customer.region],
+        users=customer.ssh.users,
+        files=host_files(customer, environment, chosen),
+        backups=environment.has_backups,
+        monitoring=environment.has_monitoring,
+        cloudwatch_config_path=CLOUDWATCH_CONFIG_PATH,
+    )
+    check_cloud_config_keys(text)
+    return text
+
+
+# --- checking rendered user-data --------------------------------------------------------------
+class UserDataError(ValueError):
+    """Rendered user-data that cloud-init (or our own key check) refuses."""
+
+
+def check_cloud_config_keys(text: str) -> None:
+    """The checks ``cloud-init schema`` 22.4 does not make: header and top-level keys."""
+    if not text.startswith("#cloud-config\n"):
+        raise UserDataError("user-data must begin with '#cloud-config'")
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise UserDataError("user-data must be a YAML mapping")
+    unknown = sorted(set(data) - CLOUD_CONFIG_KEYS)
+    if unknown:
+        raise UserDataError(f"unknown top-level cloud-config keys: {', '.join(unknown)}")
+
+
+def cloud_init_schema(path: Path) -> subprocess.CompletedProcess[str]:
+    """Run Debian's real ``cloud-init schema -c FILE`` (exit 0 valid, 1 invalid)."""
+    binary = shutil.which("cloud-init")
+    if binary is None:
+        raise FileNotFoundError("cloud-init is not installed (make setup installs it)")
+    return subprocess.run(
+        [binary, "schema", "-c", str(path)], capture_output=True, text=True, check=False
+    )
+
+
+def validate_user_data_file(path: Path) -> None:
+    """Raise :class:`UserDataError` unless cloud-init and our own key check accept ``path``."""
+    check_cloud_config_keys(path.read_text(encoding="utf-8"))
+    result = cloud_init_schema(path)
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip()
+        raise UserDataError(f"{path}: cloud-init schema refused it: {detail}")
+
+
+# --- notices ----------------------------------------------------------------------------------
+NOTICE_KINDS: Final = ("standard", "emergency", "major")
+
+
+@dataclass(frozen=True)
+class NoticeWindow:
+    """What a customer notice says about one maintenance (S11-S13)."""
+
+    change_id: str
+    kind: str
+    reason: str
+    summary: str
+    starts_at: datetime  # timezone-aware
+    duration: timedelta
+    expected_downtime: timedelta
+    timezone: str
+    reason_category: str = ""
+
+    def _local(self, moment: datetime) -> datetime:
+        return moment.astimezone(ZoneInfo(self.timezone))
+
+    @property
+    def starts_local(self) -> str:
+        return self._local(self.starts_at).strftime("%A %d %B %Y %H:%M %Z")
+
+    @property
+    def starts_local_date(self) -> str:
+        return self._local(self.starts_at).strftime("%A %d %B %Y")
+
+    @property
+    def ends_local(self) -> str:
+        return self._local(self.starts_at + self.duration).strftime("%H:%M %Z")
+
+    @property
+    def starts_utc(self) -> str:
+        return self._utc(self.starts_at).strftime("%Y-%m-%d %H:%M UTC")
+
+    @property
+    def ends_utc(self) -> str:
+        return self._utc(self.starts_at + self.duration).strftime("%Y-%m-%d %H:%M UTC")
+
+    @staticmethod
+    def _utc(moment: datetime) -> datetime:
+        return moment.astimezone(UTC)
+
+    @property
+    def downtime_text(self) -> str:
+        minutes = int(self.expected_downtime.total_seconds() // 60)
+        if minutes == 0:
+            return "none expected"
+        hours, rest = divmod(minutes, 60)
+        return f"up to {hours} h {rest:02d} min" if hours else f"up to {minutes} minutes"
+
+
+@dataclass(frozen=True)
+class RenderedNotice:
+    subject: str
+    text: str
+    html: str
+
+
+def render_notice(customer: Customer, notice: NoticeWindow) -> RenderedNotice:
+    """One customer's notice of a maintenance, as plain text and HTML."""
+    if notice.kind not in NOTICE_KINDS:
+        raise ValueError(f"notice kind must be one of {NOTICE_KINDS}, not {notice.kind!r}")
+    text = render_template(f"notices/{notice.kind}.txt.j2", customer=customer, notice=notice)
+    html = render_template(f"notices/{notice.kind}.html.j2", customer=customer, notice=notice)
+    subject = text.splitlines()[0].strip()
+    return RenderedNotice(subject=subject, text=text, html=html)
+
+
+@dataclass(frozen=True)
+class DigestItem:
+    customer: Customer
+    notice: NoticeWindow
+
+
+def render_partner_digest(
+    partner_id: str, notice: NoticeWindow, items: list[DigestItem]
+) -> RenderedNotice:
+    """One partner's digest of a maintenance over all its affected customers."""
+    context = {"partner_id": partner_id, "notice": notice, "items": items}
+    text = render_template("notices/partner-digest.txt.j2", **context)
+    html = render_template("notices/partner-digest.html.j2", **context)
+    return RenderedNotice(subject=text.splitlines()[0].strip(), text=text, html=html)
+
+
+# --- a customer's whole build folder ----------------------------------------------------------
+@dataclass
+class RenderedCustomer:
+    customer_id: str
+    directory: Path
+    files: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+def customer_files(
+    customer: Customer, layout: HostLayout | None = None
+) -> dict[str, tuple[str, int]]:
+    """Everything rendered for one customer, by relative path, in memory."""
+    chosen = layout or HostLayout()
+    files: dict[str, tuple[str, int]] = {}
+    for environment in Environment:
+        files[f"{environment.value}/user-data.yaml"] = (
+            render_user_data(customer, environment, chosen),
+            0o644,
+        )
+        for host_file in host_files(customer, environment, chosen):
+            relative = f"{environment.value}/files{host_file.path}"
+            files[relative] = (host_file.content, int(host_file.mode, 8))
+    return files
+
+
+def render_customer(customer: Customer, build_dir: Path) -> RenderedCustomer:
+    """Render everything for ``customer`` into ``build_dir/<id>/``: all of it or none of it."""
+    files = customer_files(customer)  # any template error is raised before a byte is written
+    directory = build_dir / customer.id
+    replace_tree(directory, files)
+    return RenderedCustomer(customer.id, directory, files)
