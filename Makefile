@@ -13,6 +13,8 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
+# Trust the system certificate store (where a site adds its own CA).
+export UV_NATIVE_TLS := 1
 
 .PHONY: help setup apt venv demo test lint typecheck unit bench clean
 
