@@ -107,6 +107,9 @@ SSH_PORT: Final = 22
 MIN_RSA_BITS: Final = 3072
 #: Key types accepted (S4: public-key authentication only).
 ALLOWED_SSH_KEY_TYPES: Final[frozenset[str]] = frozenset({"ssh-ed25519", "ssh-rsa"})
+#: The provider's own maintenance login on every instance (S11-S13 maintenance, S8 drills):
+#: key-only like every user, with sudo; its public keys are erpcloud/data/operations-keys.pub.
+OPERATIONS_USER: Final = "erpcloud-ops"
 #: System accounts a customer user may never be named after (S4: non-root).
 RESERVED_USERNAMES: Final[frozenset[str]] = frozenset(
     {

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -23,7 +24,8 @@ import yaml
 
 from erpcloud import policy
 from erpcloud.files import replace_tree
-from erpcloud.model import Customer, Environment, SecretSource
+from erpcloud.model import Customer, Environment, SecretSource, SshUser
+from erpcloud.sshkeys import parse_public_key
 
 #: CloudWatch namespace of the platform's custom metrics (S5).
 METRICS_NAMESPACE: Final = "ERPCloud"
@@ -219,7 +221,7 @@ class HostFile:
 def host_files(customer: Customer, environment: Environment, layout: HostLayout) -> list[HostFile]:
     """Every file cloud-init writes on one environment's instance."""
     host = customer.url_host if environment is Environment.PRODUCTION else customer.test_url_host
-    users = [u.name for u in customer.ssh.users]
+    users = [u.name for u in customer.ssh.users] + [policy.OPERATIONS_USER]
     files = [
         HostFile(
             "/etc/ssh/sshd_config.d/50-erpcloud.conf",
@@ -299,12 +301,39 @@ def host_files(customer: Customer, environment: Environment, layout: HostLayout)
 CLOUDWATCH_CONFIG_PATH: Final = "/opt/aws/amazon-cloudwatch-agent/etc/amazon-cloudwatch-agent.json"
 
 
+def operations_keys() -> tuple[str, ...]:
+    """The operations team's public keys (``erpcloud/data/operations-keys.pub``), each parsed."""
+    text = resources.files("erpcloud").joinpath("data/operations-keys.pub").read_text()
+    keys = tuple(
+        line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
+    )
+    for key in keys:
+        parse_public_key(key)  # a bad key here must fail the render, not the boot
+    if not keys:
+        raise ValueError("erpcloud/data/operations-keys.pub holds no key")
+    return keys
+
+
+def login_users(customer: Customer, ops_keys: tuple[str, ...] | None = None) -> list[SshUser]:
+    """The customer's users (S4) and the provider's operations user (maintenance, drills)."""
+    operations = SshUser(
+        name=policy.OPERATIONS_USER,
+        keys=list(ops_keys if ops_keys is not None else operations_keys()),
+        sudo=True,
+    )
+    return [*customer.ssh.users, operations]
+
+
 def render_user_data(
     customer: Customer,
     environment: Environment = Environment.PRODUCTION,
     layout: HostLayout | None = None,
+    ops_keys: tuple[str, ...] | None = None,
 ) -> str:
-    """The cloud-init user-data of one environment's instance (S1, S4; S5-S7 production only)."""
+    """The cloud-init user-data of one environment's instance (S1, S4; S5-S7 production only).
+
+    ``ops_keys`` replaces the operations team's keys (the local target uses its own).
+    """
     chosen = layout or HostLayout()
     host = customer.url_host if environment is Environment.PRODUCTION else customer.test_url_host
     text = render_template(
@@ -315,7 +344,7 @@ def render_user_data(
         hostname=host.split(".")[0],
         fqdn=host,
         timezone=policy.REGION_TIMEZONES[customer.region],
-        users=customer.ssh.users,
+        users=login_users(customer, ops_keys),
         files=host_files(customer, environment, chosen),
         backups=environment.has_backups,
         monitoring=environment.has_monitoring,

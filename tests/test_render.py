@@ -75,10 +75,14 @@ def test_users_are_key_only_and_non_root(sample_fleet: dict[str, Customer], envi
         data = yaml.safe_load(render_user_data(customer, environment))
         assert data["disable_root"] is True and data["ssh_pwauth"] is False
         names = [u["name"] for u in data["users"]]
-        assert names == [u.name for u in customer.ssh.users] and "root" not in names
+        assert names == [u.name for u in customer.ssh.users] + [policy.OPERATIONS_USER]
+        assert "root" not in names
+        sudoers = [u["name"] for u in data["users"] if "sudo" in u]
+        assert sudoers == [u.name for u in customer.ssh.users if u.sudo] + [policy.OPERATIONS_USER]
         assert all(u["lock_passwd"] is True and u["ssh_authorized_keys"] for u in data["users"])
         sshd = _file(data, "/etc/ssh/sshd_config.d/50-erpcloud.conf")
         assert "PasswordAuthentication no" in sshd and "PermitRootLogin no" in sshd
+        assert f"AllowUsers {' '.join(names)}" in sshd
 
 
 def _file(data: dict, path: str) -> str:
