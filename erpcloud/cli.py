@@ -9,18 +9,25 @@ from __future__ import annotations
 import time
 from datetime import date
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 import yaml
 from rich.table import Table
 
 from erpcloud import policy
+from erpcloud.cli_common import (
+    BuildDir,
+    CustomersDir,
+    JsonFlag,
+    load_valid_customer,
+    load_valid_fleet,
+    refuse,
+)
 from erpcloud.files import write_atomic
 from erpcloud.fleet import (
     CUSTOMERS_DIR,
     CustomerFileError,
-    FieldError,
     fleet_errors,
     load_fleet,
     parse_customer,
@@ -41,50 +48,6 @@ app = typer.Typer(
 )
 customer_app = typer.Typer(help="Customer files: create, validate, show.", no_args_is_help=True)
 app.add_typer(customer_app, name="customer")
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for CI instead of a summary.")]
-CustomersDir = Annotated[
-    Path,
-    typer.Option(
-        "--customers",
-        envvar="ERPCLOUD_CUSTOMERS_DIR",
-        help="Folder of customer files.",
-        file_okay=False,
-    ),
-]
-BuildDir = Annotated[
-    Path, typer.Option("--out", envvar="ERPCLOUD_BUILD_DIR", help="Where rendered files go.")
-]
-
-
-def refuse(errors: list[FieldError], as_json: bool) -> NoReturn:
-    """Exit 2, naming every file, field and rule broken."""
-    fail(
-        f"{len(errors)} rule(s) broken; nothing was written",
-        as_json,
-        code=EXIT_BAD_INPUT,
-        details=[str(e) for e in errors],
-    )
-
-
-def load_valid_fleet(directory: Path, as_json: bool) -> dict[str, Customer]:
-    """The fleet, or exit 2 listing every broken rule of every file."""
-    fleet = load_fleet(directory)
-    if fleet.errors:
-        refuse(fleet.errors, as_json)
-    return fleet.customers
-
-
-def load_valid_customer(customer_id: str, directory: Path, as_json: bool) -> Customer:
-    """One customer (validated with the fleet's cross-file rules), or exit 2."""
-    customers = load_valid_fleet(directory, as_json)
-    if customer_id not in customers:
-        fail(
-            f"no customer {customer_id!r} in {directory}/ (known: {', '.join(sorted(customers))})",
-            as_json,
-            code=EXIT_BAD_INPUT,
-        )
-    return customers[customer_id]
 
 
 # --- customer ---------------------------------------------------------------------------------
@@ -341,3 +304,9 @@ def demo(
     )
     if not ok:
         raise SystemExit(1)
+
+
+# --- capability sub-commands (each lives in its own package) ---------------------------------
+from localtarget.cli import app as local_app  # noqa: E402 - registered after the shared helpers
+
+app.add_typer(local_app, name="local")

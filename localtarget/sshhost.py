@@ -161,12 +161,16 @@ class SshHost:
         if self.process is not None:
             self.process.stop()
 
-    def remove(self) -> None:
-        """Stop sshd, delete the accounts and sudoers entries it created, and its folder."""
-        self.stop()
+    def remove_accounts(self) -> None:
+        """Delete the accounts and sudoers entries this host created (its files stay)."""
         for name in self.created_users:
             Path("/etc/sudoers.d", f"erpcloud-{name}").unlink(missing_ok=True)
             with contextlib.suppress(subprocess.CalledProcessError):
                 subprocess.run(["userdel", name], check=True, capture_output=True)
         self.created_users.clear()
+
+    def remove(self) -> None:
+        """Stop sshd, delete the accounts it created, and its folder."""
+        self.stop()
+        self.remove_accounts()
         shutil.rmtree(self.root, ignore_errors=True)
