@@ -55,8 +55,9 @@ unit:
 	$(VENV)/bin/pytest
 
 bench: setup  ## Run the benchmarks in bench/ (JSON in build/bench/)
-	@for script in bench/[a-z]*.py; do [ "$$script" = bench/common.py ] && continue; \
-		echo "== $$script"; $(VENV)/bin/python $$script || exit 1; done
+	@for script in bench/[a-z]*.py; do name=$$(basename $$script .py); \
+		[ "$$name" = common ] && continue; \
+		echo "== bench/$$name"; $(VENV)/bin/python -m bench.$$name || exit 1; done
 
 clean:  ## Remove build output (not .venv)
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -310,3 +310,6 @@ def demo(
 from localtarget.cli import app as local_app  # noqa: E402 - registered after the shared helpers
 
 app.add_typer(local_app, name="local")
+from maintenance.cli import maintenance_app  # noqa: E402 - registered after the shared helpers
+
+app.add_typer(maintenance_app, name="maintenance")

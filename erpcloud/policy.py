@@ -328,3 +328,14 @@ RETENTION_AFTER_TERMINATION: Final = timedelta(days=60)
 
 # --- P5: support tokens -----------------------------------------------------------------------
 ONE_TIME_TOKEN_TTL: Final = timedelta(days=1)
+
+
+# --- S11-S14: the maintenance runner (issue 6; our operating choices, not customer promises) ---
+#: Production hosts per wave after the test-environment canaries (S9 first, then S11's window).
+MAINTENANCE_WAVE_SIZE: Final = 10
+#: Hosts worked on at once within a wave: 200 hosts fit one S11 window (bench/maintenance_fleet.py).
+MAINTENANCE_CONCURRENCY: Final = 5
+#: Failed production hosts tolerated before the runner starts no new host (S11: stay in the window).
+MAINTENANCE_MAX_ERRORS: Final = 0
+#: Longest a single step may run on one host before it counts as failed (S11: under one hour).
+MAINTENANCE_STEP_TIMEOUT: Final = timedelta(minutes=15)

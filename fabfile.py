@@ -1,0 +1,17 @@
+"""The Fabric entry point: ``fab --list`` shows every operations namespace.
+
+Each capability keeps its tasks in its own package and adds one line here.
+"""
+
+from __future__ import annotations
+
+from invoke import Collection
+
+from maintenance import tasks as maintenance_tasks
+
+ns = Collection()
+ns.add_collection(
+    Collection.from_module(maintenance_tasks, name="maintenance", config=maintenance_tasks.CONFIG)
+)
+# ns.add_collection(Collection.from_module(dr_tasks, name="dr"))
+# ns.add_collection(Collection.from_module(lifecycle_tasks, name="lifecycle"))
