@@ -29,6 +29,7 @@ from localtarget.postgres import PostgresCluster
 from localtarget.processes import STATE_BASE, ServiceError, pid_alive, port_open, stop_pid
 from localtarget.s3 import LocalAws
 from localtarget.sshhost import HostUser, SshHost, generate_keypair
+from maintenance.localfleet import LocalHost, write_inventory
 
 TARGETS_BASE = STATE_BASE / "local"
 STATE_FILE = "state.json"
@@ -67,6 +68,8 @@ class TargetState(BaseModel):
     hosts: list[HostRecord]
     ops_key: str
     known_hosts: str
+    #: The maintenance runner's inventory of the two hosts (`fab maintenance.* --inventory`).
+    inventory: str
 
     def host(self, environment: Environment) -> HostRecord:
         return next(h for h in self.hosts if h.environment is environment)
@@ -184,6 +187,25 @@ def up(customer: Customer, progress: Callable[[str], None] = lambda _: None) -> 
             started.append(sshd)
         known_hosts = root / "ops" / "known_hosts"
         known_hosts.write_text("".join(h.known_hosts_line() + "\n" for h in hosts.values()))
+        inventory = write_inventory(
+            root / "inventory.yaml",
+            [
+                LocalHost(hosts[Environment.TEST], customer.id, Environment.TEST),
+                LocalHost(
+                    hosts[Environment.PRODUCTION],
+                    customer.id,
+                    Environment.PRODUCTION,
+                    db={
+                        "port": instance.cluster.port,
+                        "socket_dir": str(instance.cluster.socket_dir),
+                        "conf_d": instance.layout.conf_d,
+                        "stanza": customer.stanza,
+                        "pgbackrest_config": instance.layout.pgbackrest_config,
+                    },
+                ),
+            ],
+            key_file=ops_key,
+        )
 
         state = TargetState(
             customer_id=customer.id,
@@ -208,6 +230,7 @@ def up(customer: Customer, progress: Callable[[str], None] = lambda _: None) -> 
             ],
             ops_key=str(ops_key),
             known_hosts=str(known_hosts),
+            inventory=str(inventory),
         )
         _save(state)
     except BaseException:

@@ -70,6 +70,21 @@ def test_hosts_are_reached_with_pinned_keys_as_the_operations_user(running: targ
             connection.close()
 
 
+def test_inventory_lets_the_maintenance_runner_reach_both_hosts(
+    running: target.LocalTarget, sample_fleet: dict[str, Customer]
+):
+    from maintenance.inventory import load_inventory
+
+    inventory = load_inventory(
+        Path(running.state.inventory), {running.customer.id: running.customer}
+    )
+    assert [h.environment for h in inventory.hosts] == [Environment.TEST, Environment.PRODUCTION]
+    production = inventory.hosts[1]
+    assert production.has_backups and production.db is not None
+    assert production.db.port == running.state.pg_port
+    assert not inventory.hosts[0].has_backups  # S9
+
+
 def test_production_host_has_the_customers_users(running: target.LocalTarget):
     production = running.state.host(Environment.PRODUCTION)
     test_host = running.state.host(Environment.TEST)
