@@ -313,3 +313,6 @@ app.add_typer(local_app, name="local")
 from maintenance.cli import maintenance_app  # noqa: E402 - registered after the shared helpers
 
 app.add_typer(maintenance_app, name="maintenance")
+from stacks.cli import plan_command  # noqa: E402 - registered after the shared helpers
+
+app.command("plan")(plan_command)

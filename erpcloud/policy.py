@@ -339,3 +339,21 @@ MAINTENANCE_CONCURRENCY: Final = 5
 MAINTENANCE_MAX_ERRORS: Final = 0
 #: Longest a single step may run on one host before it counts as failed (S11: under one hour).
 MAINTENANCE_STEP_TIMEOUT: Final = timedelta(minutes=15)
+
+
+# --- S1-S10: the Pulumi stacks and the product image (issue 4; our operating choices) ---------
+#: S5: alarms look at this period and fire after this many periods in a row (our choice).
+ALARM_PERIOD: Final = timedelta(minutes=5)
+ALARM_EVALUATION_PERIODS: Final = 3
+#: S5: the instance's logs (PostgreSQL, pgBackRest) stay this long in CloudWatch Logs (our choice).
+LOG_RETENTION_DAYS: Final = 90
+#: S6: a backup file pgBackRest expired (a noncurrent S3 version) stays recoverable this long,
+#: a safety net beyond the 30-day retention, never inside it (our choice).
+BACKUP_NONCURRENT_VERSION_DAYS: Final = BACKUP_RETENTION_DAYS + 14
+#: S6: unfinished multipart uploads of an interrupted backup are removed after this many days.
+BACKUP_INCOMPLETE_UPLOAD_DAYS: Final = 7
+#: S1/S18: a scheduled KMS key deletion can be cancelled for this long (the AWS maximum).
+KMS_DELETION_WINDOW_DAYS: Final = 30
+#: S1/S11: the product image is rebuilt at 03:00 UTC on the Monday a week before the standard
+#: window's Monday (S11), so the window rolls out an image that is a week old and tested.
+IMAGE_BUILD_SCHEDULE: Final = f"cron(0 3 ? * MON#{MAINTENANCE_MONDAY_OF_MONTH - 1} *)"

@@ -1,0 +1,5 @@
+"""What `pulumi up` runs in images/ (images/Pulumi.yaml: the product image pipelines)."""
+
+from images.program import main
+
+main()
