@@ -316,3 +316,6 @@ app.add_typer(maintenance_app, name="maintenance")
 from stacks.cli import plan_command  # noqa: E402 - registered after the shared helpers
 
 app.command("plan")(plan_command)
+from backups.cli import backup_app  # noqa: E402 - registered after the shared helpers
+
+app.add_typer(backup_app, name="backup")

@@ -357,3 +357,9 @@ KMS_DELETION_WINDOW_DAYS: Final = 30
 #: S1/S11: the product image is rebuilt at 03:00 UTC on the Monday a week before the standard
 #: window's Monday (S11), so the window rolls out an image that is a week old and tested.
 IMAGE_BUILD_SCHEDULE: Final = f"cron(0 3 ? * MON#{MAINTENANCE_MONDAY_OF_MONTH - 1} *)"
+
+
+# --- S6 / S7: backups and the WAL gap check (issue 5, backups/) -------------------------------
+#: S7: the copy region may trail the primary by this long before the gap check warns. Both
+#: repositories get each segment from the same archive-push, seconds apart; our value.
+ARCHIVE_COPY_LAG_GRACE: Final = timedelta(minutes=2)

@@ -8,12 +8,14 @@ Renderers take typed objects and never receive a secret value: only the names of
 
 from __future__ import annotations
 
+import calendar
+import functools
 import json
 import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
@@ -167,17 +169,57 @@ def render_pgbackrest_conf(
 _WEEKDAYS: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
+#: Years scanned for the nights a local time does not exist (fixed, so rendering is repeatable).
+_DST_SCAN_YEARS: Final = range(2025, 2051)
+
+
+@functools.lru_cache(maxsize=64)
+def dst_gap_calendars(zone_name: str, at: time) -> tuple[tuple[int, str], ...]:
+    """``(ISO weekday, OnCalendar spec)`` for the nights ``at`` does not exist in ``zone_name``.
+
+    systemd skips a timer whose local time falls in a clock-forward gap (01:30 in Dublin on the
+    last Sunday of March), which would leave that day without a backup (S6). Each such night
+    gets its own calendar entry at the wall time the clocks jumped to, as a rule (``Sun
+    *-03-25..31``) when the nights follow one, else as dates.
+    """
+    zone = ZoneInfo(zone_name)
+    gaps: dict[tuple[int, int, str], list[date]] = {}
+    first = date(_DST_SCAN_YEARS.start, 1, 1).toordinal()
+    for ordinal in range(first, date(_DST_SCAN_YEARS.stop, 1, 1).toordinal()):
+        day = date.fromordinal(ordinal)
+        local = datetime.combine(day, at, tzinfo=zone)
+        jumped = local.astimezone(UTC).astimezone(zone)
+        if jumped.replace(tzinfo=None) != local.replace(tzinfo=None):
+            key = (day.month, day.isoweekday(), jumped.strftime("%H:%M:%S"))
+            gaps.setdefault(key, []).append(day)
+    specs: list[tuple[int, str]] = []
+    for (month, weekday, wall), days in sorted(gaps.items()):
+        # One weekday in a 7-day span of a month is one date a year: a rule systemd can keep.
+        month_end = calendar.monthrange(2001, month)[1]  # 28 for February: a shorter span
+        low = min(min(d.day for d in days), month_end - 6)
+        if max(d.day for d in days) <= low + 6:
+            name = _WEEKDAYS[weekday - 1]
+            specs.append((weekday, f"{name} *-{month:02d}-{low:02d}..{low + 6:02d} {wall}"))
+        else:
+            specs.extend((weekday, f"{d.isoformat()} {wall}") for d in days)
+    return tuple((weekday, f"{spec} {zone_name}") for weekday, spec in specs)
+
+
 def render_backup_units(customer: Customer, layout: HostLayout) -> dict[str, str]:
     """S6: systemd units for the weekly full and the nightly differential backups."""
     full_day = _WEEKDAYS[policy.FULL_BACKUP_ISO_WEEKDAY - 1]
     other_days = ",".join(d for d in _WEEKDAYS if d != full_day)
+    timezone = policy.REGION_TIMEZONES[customer.region]
+    gaps = dst_gap_calendars(timezone, customer.backup.nightly_local_time)
     context = {
         "customer": customer,
         "layout": layout,
-        "timezone": policy.REGION_TIMEZONES[customer.region],
+        "timezone": timezone,
         "start": customer.backup.nightly_local_time.strftime("%H:%M:%S"),
         "full_weekday": full_day,
         "diff_weekdays": other_days,
+        "full_gap_calendars": [s for d, s in gaps if d == policy.FULL_BACKUP_ISO_WEEKDAY],
+        "diff_gap_calendars": [s for d, s in gaps if d != policy.FULL_BACKUP_ISO_WEEKDAY],
     }
     return {
         "pgbackrest-backup@.service": render_template(

@@ -1,0 +1,259 @@
+"""``erpcloud backup run|list|verify|expire CUSTOMER``: thin wrappers over :mod:`backups`.
+
+Each command loads the customer (validated with the fleet), finds its pgBackRest through
+:data:`resolve_target` (the running local target by default; a host over SSH through
+:class:`backups.pgbackrest.SshPgBackRest`), calls one plain function and prints a summary or
+JSON. Exit codes: 0 OK, 1 failed (for ``verify``: a WAL segment missing), 2 bad input, 3 a
+warning (``verify``: late, behind or unreachable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from backups.gapcheck import GapCheckResult, Outcome, publish_metrics, verify
+from backups.info import BackupType
+from backups.pgbackrest import LocalPgBackRest, PgBackRest, PgBackRestError
+from backups.retention import ExpireReport, RetentionRefused, expire
+from backups.runs import list_backups, run_backups
+from backups.schedule import scheduled_type
+from erpcloud.cli_common import CustomersDir, JsonFlag, load_valid_customer
+from erpcloud.fleet import CUSTOMERS_DIR
+from erpcloud.model import Customer
+from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED, console, emit, fail
+
+backup_app = typer.Typer(
+    help="Backups (S6) and WAL archiving (S7): run, list, verify (the gap check), expire.",
+    no_args_is_help=True,
+)
+
+CustomerArg = Annotated[str, typer.Argument(help="Customer id (the file's stem).")]
+
+
+@dataclass
+class BackupTarget:
+    """Where a customer's pgBackRest runs, and how to reach its CloudWatch (S5)."""
+
+    runner: PgBackRest
+    cloudwatch: Callable[[str], Any] | None = None  # region → boto3 CloudWatch client
+
+
+def local_backup_target(customer: Customer) -> BackupTarget:
+    """The customer's running local target (``erpcloud local up``)."""
+    from localtarget.target import attach
+
+    target = attach(customer)
+    return BackupTarget(
+        LocalPgBackRest(target.instance),
+        lambda region: target.aws.client("cloudwatch", region),
+    )
+
+
+#: How the commands find a customer's pgBackRest (replaceable: tests, real hosts).
+resolve_target: Callable[[Customer], BackupTarget] = local_backup_target
+
+
+def _customer(customer_id: str, directory: Path, as_json: bool) -> Customer:
+    return load_valid_customer(customer_id, directory, as_json)
+
+
+def _target(customer: Customer, as_json: bool) -> BackupTarget:
+    try:
+        return resolve_target(customer)
+    except (RuntimeError, OSError) as exc:
+        fail(f"{customer.id}: no pgBackRest to talk to: {exc}", as_json)
+
+
+def _local(moment: datetime | None, customer: Customer) -> str:
+    return (
+        "-" if moment is None else moment.astimezone(customer.timezone).strftime("%Y-%m-%d %H:%M")
+    )
+
+
+# --- run ------------------------------------------------------------------------------------------
+@backup_app.command("run")
+def run_command(
+    customer_id: CustomerArg,
+    backup_type: Annotated[
+        BackupType | None,
+        typer.Option("--type", help="full, diff or incr (default: tonight's per the schedule)."),
+    ] = None,
+    directory: CustomersDir = CUSTOMERS_DIR,
+    as_json: JsonFlag = False,
+) -> None:
+    """Back up the database to both repositories, the primary region first (S6)."""
+    customer = _customer(customer_id, directory, as_json)
+    target = _target(customer, as_json)
+    chosen = backup_type or scheduled_type(datetime.now(customer.timezone).date())
+    progress = (lambda _: None) if as_json else (lambda line: console.print(f"… {line}"))
+    result = run_backups(target.runner, customer, chosen, progress)
+
+    def human() -> None:
+        for repo in result.repositories:
+            state = "[green]ok[/]" if repo.ok else "[bold red]FAILED[/]"
+            detail = f"{repo.type} {repo.label}" if repo.ok else repo.error
+            console.print(f"{state} {repo.repo}: {detail} ({repo.seconds:.1f} s)")
+
+    emit({"ok": result.ok, **result.__dict__}, as_json, human)
+    if not result.ok:
+        raise SystemExit(EXIT_FAILED)
+
+
+# --- list -----------------------------------------------------------------------------------------
+@backup_app.command("list")
+def list_command(
+    customer_id: CustomerArg,
+    directory: CustomersDir = CUSTOMERS_DIR,
+    as_json: JsonFlag = False,
+) -> None:
+    """The backup sets in each repository, from pgBackRest's info."""
+    customer = _customer(customer_id, directory, as_json)
+    target = _target(customer, as_json)
+    try:
+        backups = list_backups(target.runner, customer)
+    except PgBackRestError as exc:
+        fail(str(exc), as_json)
+
+    def human() -> None:
+        for repo, sets in backups.items():
+            table = Table(
+                title=f"{customer.id} {repo}: {len(sets)} backup(s), times {customer.timezone}"
+            )
+            table.add_column("label", no_wrap=True)
+            for column in ("type", "started", "seconds", "size MB", "stored MB", "WAL from"):
+                table.add_column(column)
+            for b in sets:
+                table.add_row(
+                    b.label,
+                    b.type.value,
+                    _local(b.started, customer),
+                    f"{(b.stopped - b.started).total_seconds():.0f}",
+                    f"{b.size_bytes / 1e6:.1f}",
+                    f"{b.repo_size_bytes / 1e6:.1f}",
+                    b.wal_start,
+                )
+            console.print(table)
+
+    emit({"customer": customer.id, "repositories": backups}, as_json, human)
+
+
+# --- verify ---------------------------------------------------------------------------------------
+def _print_gap_check(result: GapCheckResult, customer: Customer) -> None:
+    colour = {Outcome.OK: "green", Outcome.WARNING: "yellow", Outcome.FAILURE: "bold red"}
+    for check in result.repositories:
+        age = "-" if check.newest_age_seconds is None else f"{check.newest_age_seconds:.0f} s"
+        console.print(
+            f"[{colour[check.status]}]{check.status.value}[/] {check.repo}: "
+            f"{check.backups} backup(s); {check.segments_checked} segment(s) checked from "
+            f"{check.checked_from or '-'}; newest {check.newest or '-'} ({age} old, archived "
+            f"{_local(check.newest_archived_at, customer)}); timelines {check.timelines or '-'}"
+        )
+        for finding in check.findings:
+            console.print(f"  {finding.outcome.value}: {finding.message}", markup=False)
+    console.print(
+        f"gap check of {result.customer}: [{colour[result.status]}]{result.status.value}[/]"
+    )
+
+
+@backup_app.command("verify")
+def verify_command(
+    customer_id: CustomerArg,
+    publish: Annotated[
+        bool, typer.Option("--publish", help="Also put the result to CloudWatch (S5 metrics).")
+    ] = False,
+    directory: CustomersDir = CUSTOMERS_DIR,
+    as_json: JsonFlag = False,
+) -> None:
+    """The WAL gap check: every segment from the oldest kept backup on, in each repository.
+
+    Exit 0 OK, 3 WARNING (newest segment late, a repository behind or unreachable),
+    1 FAILURE (a segment missing: the first one and its repository are named).
+    """
+    customer = _customer(customer_id, directory, as_json)
+    target = _target(customer, as_json)
+    result = verify(target.runner, customer)
+    published: list[dict[str, Any]] = []
+    if publish:
+        if target.cloudwatch is None:
+            fail(f"{customer.id}: no CloudWatch to publish to", as_json)
+        published = publish_metrics(result, target.cloudwatch(customer.region))
+    document = {
+        "ok": result.status is Outcome.OK,
+        **result.__dict__,
+        "exit_code": result.exit_code,
+        "published_metrics": [m["MetricName"] for m in published],
+    }
+    emit(document, as_json, lambda: _print_gap_check(result, customer))
+    raise SystemExit(result.exit_code)
+
+
+# --- expire ---------------------------------------------------------------------------------------
+def _print_expiry(report: ExpireReport) -> None:
+    verb = "would expire" if report.dry_run else "expired"
+    for entry in report.repositories:
+        plan = entry.plan
+        gone = plan.expire if report.dry_run else tuple(entry.expired)
+        state = "[green]ok[/]" if entry.ok else "[bold red]FAILED[/]"
+        console.print(
+            f"{state} {entry.repo}: {verb} {len(gone)} backup(s) {list(gone) or ''}; keeps "
+            f"{len(plan.keep)} from {plan.anchor or '-'} (finished before "
+            f"{plan.cutoff:%Y-%m-%d %H:%M} UTC, covers the {report.retention_days}-day window)"
+        )
+        if entry.error:
+            console.print(f"  {entry.error}", markup=False)
+    if report.override_reason:
+        console.print(
+            f"[yellow]below-policy retention, logged to {report.audit_log}:[/] "
+            f"{report.override_reason}"
+        )
+
+
+@backup_app.command("expire")
+def expire_command(
+    customer_id: CustomerArg,
+    retention_days: Annotated[
+        int | None,
+        typer.Option(help="Days to keep (default: the customer's, at least S6's 30).", min=1),
+    ] = None,
+    below_policy: Annotated[
+        bool, typer.Option("--below-policy", help="Allow a retention below the customer's.")
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option(help="Why (required with --below-policy; logged).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan only.")] = False,
+    directory: CustomersDir = CUSTOMERS_DIR,
+    as_json: JsonFlag = False,
+) -> None:
+    """Expire backups (and their WAL) past the retention per repository; never the newest full."""
+    customer = _customer(customer_id, directory, as_json)
+    if below_policy and not (reason and reason.strip()):
+        fail(
+            "--below-policy needs --reason (it is written to the audit log)",
+            as_json,
+            EXIT_BAD_INPUT,
+        )
+    target = _target(customer, as_json)
+    try:
+        report = expire(
+            target.runner,
+            customer,
+            retention_days,
+            reason if below_policy else None,
+            dry_run=dry_run,
+            now=datetime.now(UTC),
+        )
+    except RetentionRefused as exc:
+        fail(str(exc), as_json, EXIT_BAD_INPUT)
+    except PgBackRestError as exc:
+        fail(str(exc), as_json)
+    emit({"ok": report.ok, **report.__dict__}, as_json, lambda: _print_expiry(report))
+    if not report.ok:
+        raise SystemExit(EXIT_FAILED)
