@@ -46,7 +46,7 @@ from localtarget.s3 import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY, LocalAws
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RATIO_TARGET = 1.2
-RPO_TARGET_SECONDS = 60.0
+RPO_TARGET_SECONDS = policy.RPO_TARGET.total_seconds()
 
 
 def log(message: str) -> None:

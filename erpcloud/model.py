@@ -352,7 +352,8 @@ class BackupSettings(Strict):
         if not 1 <= value <= ceiling:
             raise ValueError(
                 f"must be between 1 and {ceiling} seconds: the archive timeout bounds the "
-                f"recovery point (our RPO target {ceiling} s, S8 promises "
+                f"recovery point (our RPO target {int(policy.RPO_TARGET.total_seconds())} s, "
+                f"S8 promises "
                 f"{int(policy.RPO.total_seconds() // 60)} min)"
             )
         return value

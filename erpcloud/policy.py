@@ -251,9 +251,12 @@ BACKUP_RETENTION_DAYS: Final = 30
 RTO: Final = timedelta(hours=12)
 #: Recovery point objective from the event (S8).
 RPO: Final = timedelta(hours=1)
-#: WAL is switched at least this often, which bounds the data lost to an instance loss (S7).
-#: Our target: far inside the RPO of S8.
-ARCHIVE_TIMEOUT: Final = timedelta(seconds=60)
+#: Our recovery-point target for an instance loss: far inside S8's hour. What the backup
+#: benchmark measures (the age of the newest archived WAL segment under load).
+RPO_TARGET: Final = timedelta(seconds=60)
+#: WAL is switched at least this often (S7), and a customer file may only lower it: it leaves
+#: 15 s for archive-push to reach both regions within the RPO target.
+ARCHIVE_TIMEOUT: Final = timedelta(seconds=45)
 #: The gap check warns when the newest archived segment is older than this (S7).
 ARCHIVE_LATE_AFTER: Final = timedelta(minutes=5)
 #: Nightly backup start in the data centre's local time (S6: low-traffic hours).

@@ -61,6 +61,17 @@ def local_layout(root: Path, port: int) -> HostLayout:
     )
 
 
+#: S3's original region takes no LocationConstraint.
+S3_LEGACY_REGION = "us-east-1"  # aws-fact: an S3 API rule, not a service policy
+
+
+def bucket_location(region: str) -> dict[str, dict[str, str]]:
+    """``create_bucket`` arguments placing a bucket in ``region``."""
+    if region == S3_LEGACY_REGION:
+        return {}
+    return {"CreateBucketConfiguration": {"LocationConstraint": region}}
+
+
 def create_buckets(aws: LocalAws, customer: Customer) -> None:
     """Create the two backup buckets in the emulator, each in its region (S6)."""
     for bucket, region in zip(
@@ -69,9 +80,7 @@ def create_buckets(aws: LocalAws, customer: Customer) -> None:
         client = aws.client("s3", region)
         existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
         if bucket not in existing:
-            client.create_bucket(
-                Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region}
-            )
+            client.create_bucket(Bucket=bucket, **bucket_location(region))
 
 
 @dataclass

@@ -109,7 +109,9 @@ class PostgresCluster:
         self.conf_d.mkdir(exist_ok=True)
         chown_to_postgres(self.conf_d)
         with (self.data_dir / "postgresql.conf").open("a") as conf:
-            conf.write(f"\ninclude_dir = '{self.conf_d}'\n")
+            # Relative to the data directory: a restored copy reads its own conf.d, never
+            # the production cluster's (a restore must not archive into production's repos).
+            conf.write(f"\ninclude_dir = '{self.conf_d.name}'\n")
 
     def write_conf(self, name: str, text: str) -> Path:
         """Add a ``conf.d`` fragment (the rendered one, or local overrides)."""

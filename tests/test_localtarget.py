@@ -15,7 +15,9 @@ from erpcloud.cli import app
 from erpcloud.model import Customer, Environment, SshUser
 from erpcloud.ssh import connect, run, run_as_root
 from localtarget import target
+from localtarget.instance import S3_LEGACY_REGION, create_buckets
 from localtarget.processes import pid_alive, port_open
+from localtarget.s3 import LocalAws
 from localtarget.sshhost import SshHost
 
 pytestmark = pytest.mark.services
@@ -183,3 +185,16 @@ def test_down_keep_keeps_the_data(customer: Customer, tmp_path: Path):
         assert not account_exists(f"lt{TAG}d")
     finally:
         shutil.rmtree(started.root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("customer_id", ["northwind-trading", "acme-retail"])
+def test_backup_buckets_land_in_their_regions(
+    customer_id: str, sample_fleet: dict[str, Customer], local_aws: LocalAws
+):
+    """us-east-1 takes no LocationConstraint (S3's rule); every other region needs one."""
+    customer = sample_fleet[customer_id]
+    create_buckets(local_aws, customer)
+    regions = (customer.region, customer.backup_copy_region)
+    for bucket, region in zip(customer.backup_bucket_names, regions, strict=True):
+        location = local_aws.client("s3", region).get_bucket_location(Bucket=bucket)
+        assert (location["LocationConstraint"] or S3_LEGACY_REGION) == region

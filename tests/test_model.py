@@ -314,7 +314,7 @@ def test_retention_below_policy(acme_document: dict[str, Any]):
     assert error.field == "backup.retention_days" and "30 days" in error.rule
 
 
-@pytest.mark.parametrize("seconds", [61, 3601, 0])
+@pytest.mark.parametrize("seconds", [46, 61, 3601, 0])
 def test_archive_timeout_above_rpo_target(acme_document: dict[str, Any], seconds: int):
     acme_document["backup"] = {"archive_timeout_seconds": seconds}
     error = only_error(acme_document)

@@ -13,7 +13,8 @@ from .conftest import REPO_ROOT
 
 CODE_DIRS = ("erpcloud", "stacks", "images", "backups", "maintenance", "localtarget")
 # Literals that encode a promise (S6, S8, S10, S12-S14, S18): writing one outside the policy
-# module means a second source of truth.
+# module means a second source of truth. A line marked `aws-fact` states how AWS behaves, not
+# what we promise (S3's legacy region, say), and is exempt.
 PROMISE_LITERALS = [
     re.compile(r"""["']eu-west-1["']"""),
     re.compile(r"""["']us-east-1["']"""),
@@ -37,13 +38,13 @@ def test_no_module_repeats_a_policy_literal(pattern: re.Pattern[str]):
         f"{path.relative_to(REPO_ROOT)}:{number}"
         for path in code_files()
         for number, line in enumerate(path.read_text().splitlines(), 1)
-        if pattern.search(line)
+        if pattern.search(line) and "aws-fact" not in line
     ]
     assert offenders == []
 
 
 def test_policy_values_are_consistent():
-    assert policy.ARCHIVE_TIMEOUT < policy.RPO  # S8: the archive timeout bounds the RPO
+    assert policy.ARCHIVE_TIMEOUT < policy.RPO_TARGET < policy.RPO  # the timeout bounds the RPO
     assert policy.ARCHIVE_LATE_AFTER < policy.RPO
     assert set(policy.COPY_REGIONS) == policy.DEFAULT_REGIONS
     assert all(policy.COPY_REGIONS[r] != r for r in policy.COPY_REGIONS)
