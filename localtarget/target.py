@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import secrets
 import shutil
 import signal
 from collections.abc import Callable
@@ -22,14 +24,17 @@ from pydantic import BaseModel
 
 from erpcloud import policy
 from erpcloud.files import write_atomic
-from erpcloud.model import Customer, Environment
+from erpcloud.model import Customer, Environment, SecretSource
+from erpcloud.render import secret_name
 from erpcloud.ssh import SshTarget
-from localtarget.instance import LocalInstance, create_buckets, local_layout, local_repos
+from localtarget.instance import LocalInstance, local_layout, local_repos
 from localtarget.postgres import PostgresCluster
 from localtarget.processes import STATE_BASE, ServiceError, pid_alive, port_open, stop_pid
+from localtarget.provision import ProvisionReport, provision_from_plan
 from localtarget.s3 import LocalAws
 from localtarget.sshhost import HostUser, SshHost, generate_keypair
 from maintenance.localfleet import LocalHost, write_inventory
+from stacks.plan import plan_customer
 
 TARGETS_BASE = STATE_BASE / "local"
 STATE_FILE = "state.json"
@@ -70,9 +75,38 @@ class TargetState(BaseModel):
     known_hosts: str
     #: The maintenance runner's inventory of the two hosts (`fab maintenance.* --inventory`).
     inventory: str
+    #: What the offline plan created in the emulator, and what it skipped (with reasons).
+    provisioned: ProvisionReport
 
     def host(self, environment: Environment) -> HostRecord:
         return next(h for h in self.hosts if h.environment is environment)
+
+
+def local_secret_values(customer: Customer) -> dict[str, str]:
+    """The values of the customer's secrets in the emulator, by Secrets Manager name.
+
+    A value given in the environment (``env:VAR`` references, or ``ERPCLOUD_ACTIVATION_KEY``
+    for the stack's activation key) is used; otherwise a random local one. None is ever printed.
+    """
+    values = {}
+    for which in ("activation_key", "database_password"):
+        ref = getattr(customer.secrets, which)
+        given = None
+        if ref.source is SecretSource.ENV:
+            given = os.environ.get(ref.name)
+        elif which == "activation_key":
+            given = os.environ.get("ERPCLOUD_ACTIVATION_KEY")
+        values[secret_name(customer, which)] = given or f"local-{secrets.token_urlsafe(24)}"
+    return values
+
+
+def referenced_secrets(customer: Customer) -> dict[str, str]:
+    """Secrets the customer file names as existing (``secrets-manager:NAME``), by region."""
+    return {
+        secret_name(customer, which): customer.region
+        for which in ("activation_key", "database_password")
+        if getattr(customer.secrets, which).source is SecretSource.SECRETS_MANAGER
+    }
 
 
 def target_root(customer_id: str) -> Path:
@@ -151,7 +185,10 @@ def up(customer: Customer, progress: Callable[[str], None] = lambda _: None) -> 
             ProcessRecord(name="moto", pid=aws.moto.pid, port=aws.http_port),
             ProcessRecord(name="stunnel", pid=aws.tls_proxy.pid, port=aws.tls_port),
         ]
-        create_buckets(aws, customer)
+        progress("the customer's buckets, keys and secrets, from the offline plan")
+        provisioned = provision_from_plan(
+            plan_customer(customer), aws, local_secret_values(customer)
+        )
 
         progress("PostgreSQL 15 configured by the rendered files")
         instance = LocalInstance.create(customer, root / "instance", aws)
@@ -231,6 +268,7 @@ def up(customer: Customer, progress: Callable[[str], None] = lambda _: None) -> 
             ops_key=str(ops_key),
             known_hosts=str(known_hosts),
             inventory=str(inventory),
+            provisioned=provisioned,
         )
         _save(state)
     except BaseException:
@@ -291,6 +329,10 @@ def status(customer_id: str) -> dict[str, object]:
             for h in state.hosts
         ],
         "s3_endpoint": f"http://127.0.0.1:{state.aws_http_port}",
+        "from_offline_plan": {
+            "created": state.provisioned.created,
+            "skipped": state.provisioned.skipped,
+        },
         "database": {"host": "127.0.0.1", "port": state.pg_port, "user": "postgres"},
     }
 

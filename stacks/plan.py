@@ -76,6 +76,9 @@ class PlannedResource:
     custom: bool
     inputs: dict[str, Any]
     secret_inputs: tuple[str, ...]
+    #: The outputs the recording engine invented (ids, ARNs), secrets redacted: how other
+    #: resources' inputs refer to this one.
+    outputs: dict[str, Any]
     protect: bool
     ignore_changes: tuple[str, ...]
 
@@ -207,6 +210,7 @@ def plan_from_recording(customer_id: str, recording: Recording) -> Plan:
                 custom=resource.custom,
                 inputs=inputs,
                 secret_inputs=tuple(secrets),
+                outputs=_clean(resource.outputs, "", []),
                 protect=resource.protect,
                 ignore_changes=resource.ignore_changes,
             )

@@ -11,17 +11,25 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from erpcloud import policy
 from erpcloud.cli import app
 from erpcloud.model import Customer, Environment, SshUser
+from erpcloud.render import secret_name
 from erpcloud.ssh import connect, run, run_as_root
 from localtarget import target
-from localtarget.instance import S3_LEGACY_REGION, create_buckets
+from localtarget.instance import S3_LEGACY_REGION
 from localtarget.processes import pid_alive, port_open
+from localtarget.provision import provision_from_plan
 from localtarget.s3 import LocalAws
 from localtarget.sshhost import SshHost
+from stacks.plan import plan_customer
 
 pytestmark = pytest.mark.services
 TAG = os.getpid() % 100000
+
+
+def secret_names(customer: Customer) -> list[str]:
+    return [secret_name(customer, which) for which in ("activation_key", "database_password")]
 
 
 def account_exists(name: str) -> bool:
@@ -188,13 +196,38 @@ def test_down_keep_keeps_the_data(customer: Customer, tmp_path: Path):
 
 
 @pytest.mark.parametrize("customer_id", ["northwind-trading", "acme-retail"])
-def test_backup_buckets_land_in_their_regions(
+def test_storage_keys_and_secrets_come_from_the_offline_plan(
     customer_id: str, sample_fleet: dict[str, Customer], local_aws: LocalAws
 ):
-    """us-east-1 takes no LocationConstraint (S3's rule); every other region needs one."""
+    """S6 buckets (us-east-1 takes no LocationConstraint, every other region needs one), with
+    what the program declares for them; the activation-key secret; the rest skipped."""
     customer = sample_fleet[customer_id]
-    create_buckets(local_aws, customer)
+    plan = plan_customer(customer)
+    values = {name: f"value-of-{name}" for name in secret_names(customer)}
+    report = provision_from_plan(plan, local_aws, values, target.referenced_secrets(customer))
     regions = (customer.region, customer.backup_copy_region)
     for bucket, region in zip(customer.backup_bucket_names, regions, strict=True):
-        location = local_aws.client("s3", region).get_bucket_location(Bucket=bucket)
-        assert (location["LocationConstraint"] or S3_LEGACY_REGION) == region
+        s3 = local_aws.client("s3", region)
+        location = s3.get_bucket_location(Bucket=bucket)["LocationConstraint"]
+        assert (location or S3_LEGACY_REGION) == region
+        assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+        rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+        default = rule["Rules"][0]["ApplyServerSideEncryptionByDefault"]
+        assert default["SSEAlgorithm"] == "aws:kms"
+        key = local_aws.client("kms", region).describe_key(KeyId=default["KMSMasterKeyID"])
+        assert key["KeyMetadata"]["KeyState"] == "Enabled"
+        block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+        assert all(block.values()) and len(block) == 4
+        lifecycle = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"][0]
+        noncurrent = lifecycle["NoncurrentVersionExpiration"]["NoncurrentDays"]
+        assert noncurrent > policy.BACKUP_RETENTION_DAYS  # a safety net beyond retention (S6)
+    manager = local_aws.client("secretsmanager", customer.region)
+    for name, value in values.items():
+        assert manager.get_secret_value(SecretId=name)["SecretString"] == value
+    created = {r["type"] for r in report.created}
+    skipped = {r["type"]: r["reason"] for r in report.skipped}
+    assert "aws:s3/bucket:Bucket" in created and "aws:ec2/instance:Instance" in skipped
+    assert "PostgreSQL" in skipped["aws:ec2/instance:Instance"]
+    assert "TLS proxy" in skipped["aws:s3/bucketPolicy:BucketPolicy"]
+    existing = len(target.referenced_secrets(customer))
+    assert len(report.created) + len(report.skipped) == len(plan.resources) + existing
