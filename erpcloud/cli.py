@@ -33,7 +33,7 @@ from erpcloud.fleet import (
     parse_customer,
 )
 from erpcloud.model import Customer
-from erpcloud.output import EXIT_BAD_INPUT, console, emit, fail
+from erpcloud.output import EXIT_BAD_INPUT, console, emit, err_console, fail
 from erpcloud.render import UserDataError, render_customer, validate_user_data_file
 
 app = typer.Typer(
@@ -281,6 +281,12 @@ def main() -> None:
     app()
 
 
+def _print_demo_summary(table: Table, facts: dict[str, str]) -> None:
+    console.print(table)
+    for name, where in facts.items():
+        console.print(f"  {name}: {where}")
+
+
 # --- demo -------------------------------------------------------------------------------------
 @app.command("demo")
 def demo(
@@ -292,15 +298,21 @@ def demo(
     as_json: JsonFlag = False,
 ) -> None:
     """The main job end to end on embedded defaults (what `make demo` runs)."""
-    from localtarget.demo import STEPS, DemoContext, run_steps, summary_table
+    from localtarget.demo import STEPS, DemoContext, run_steps, summary_table, teardown
 
     context = DemoContext(customers_dir=directory, build_dir=out, customer_id=customer_id)
-    results = run_steps(context, STEPS)
+    progress = err_console if as_json else console
+    try:
+        results = run_steps(context, STEPS, progress)
+    finally:
+        with progress.status("tearing the local target down..."):
+            stopped = teardown(context)
+        progress.print(f"[green]ok[/] teardown: {stopped}")
     ok = len(results) == len(STEPS) and all(r.ok for r in results)
     emit(
         {"ok": ok, "steps": results, "facts": context.facts},
         as_json,
-        lambda: console.print(summary_table(results, len(STEPS))),
+        lambda: _print_demo_summary(summary_table(results, len(STEPS)), context.facts),
     )
     if not ok:
         raise SystemExit(1)

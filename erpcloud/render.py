@@ -29,6 +29,10 @@ from erpcloud.files import replace_tree
 from erpcloud.model import Customer, Environment, SecretSource, SshUser
 from erpcloud.sshkeys import parse_public_key
 
+#: The product's database and role on every instance (S1; P4 lists them in the inventory).
+PRODUCT_DATABASE: Final = "erp"
+PRODUCT_DATABASE_USER: Final = "erp"
+
 #: CloudWatch namespace of the platform's custom metrics (S5).
 METRICS_NAMESPACE: Final = "ERPCloud"
 

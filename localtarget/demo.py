@@ -1,21 +1,36 @@
 """`erpcloud demo`: the main job end to end on embedded defaults, step by step.
 
-Each step is a plain function returning a short result line; the runner shows progress, stops
-at the first failure (exit 1) and prints one summary. Later capabilities add their steps here.
+Validate the sample fleet, render every customer's files, print one customer's offline plan,
+bring its local target up, load sample data and keep writing, back up to both regions, check
+the archive for gaps, apply a sample maintenance change through the Fabric runner (canary, then
+the production wave), run restore drills from the copy region, print one summary, and tear
+everything down, also when a step fails. Each step is a plain function returning a short line;
+the runner shows progress, stops at the first failure and exits 1.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
 from erpcloud.fleet import load_fleet
+from erpcloud.model import Customer
 from erpcloud.output import console
-from erpcloud.render import render_customer, validate_user_data_file
+from erpcloud.render import PRODUCT_DATABASE, render_customer, validate_user_data_file
+from localtarget import sampledata, target
+from localtarget.sampledata import OrderWriter
+
+#: The sample change the demo applies (a drill of the runner: its window is not now).
+DEMO_CHANGE = "2026-12-log-rotation"
 
 
 @dataclass
@@ -24,6 +39,19 @@ class DemoContext:
     build_dir: Path
     customer_id: str
     facts: dict[str, str] = field(default_factory=dict)
+    customer: Customer | None = None
+    running: target.LocalTarget | None = None
+    writer: OrderWriter | None = None
+
+    def need_customer(self) -> Customer:
+        if self.customer is None:
+            raise RuntimeError("the fleet was not validated")
+        return self.customer
+
+    def need_target(self) -> target.LocalTarget:
+        if self.running is None:
+            raise RuntimeError("the local target is not up")
+        return self.running
 
 
 @dataclass(frozen=True)
@@ -43,6 +71,7 @@ def step_validate_fleet(context: DemoContext) -> str:
         raise ValueError("\n".join(str(e) for e in fleet.errors))
     if context.customer_id not in fleet.customers:
         raise ValueError(f"demo customer {context.customer_id!r} is not in the fleet")
+    context.customer = fleet.customers[context.customer_id]
     return f"{len(fleet.customers)} customer files valid (model, policies, unique prefixes)"
 
 
@@ -54,22 +83,151 @@ def step_render(context: DemoContext) -> str:
         for user_data in sorted(rendered.directory.glob("*/user-data.yaml")):
             validate_user_data_file(user_data)
             checked += 1
-    context.facts["rendered"] = str(context.build_dir / "rendered")
+    context.facts["rendered files"] = str(context.build_dir / "rendered")
     return f"{checked} cloud-init user-data files rendered and accepted by `cloud-init schema`"
+
+
+def step_offline_plan(context: DemoContext) -> str:
+    from stacks.checks import run_checks
+    from stacks.plan import plan_customer
+
+    customer = context.need_customer()
+    plan = plan_customer(customer)
+    violations = run_checks(plan, customer)
+    if violations:
+        raise ValueError("promise checks failed: " + "; ".join(violations))
+    path = context.build_dir / "plan" / f"{customer.id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plan.to_json(), indent=2, default=str) + "\n")
+    context.facts["offline plan"] = str(path)
+    groups = ", ".join(f"{name}: {len(items)}" for name, items in plan.components().items())
+    return f"OFFLINE plan, {len(plan.resources)} resources ({groups}); promise checks passed"
+
+
+def step_local_up(context: DemoContext) -> str:
+    context.running = target.up(context.need_customer())
+    created = len(context.running.state.provisioned.created)
+    skipped = len(context.running.state.provisioned.skipped)
+    return (
+        f"moto + stunnel, PostgreSQL 15, 2 sshd hosts; {created} AWS resources created from "
+        f"the offline plan, {skipped} listed as skipped"
+    )
+
+
+def step_sample_data(context: DemoContext) -> str:
+    running = context.need_target()
+    cluster = running.instance.cluster
+    sampledata.create_database(cluster.conninfo())
+    sampledata.load_sample_data(cluster.conninfo(PRODUCT_DATABASE), context.need_customer())
+    context.writer = OrderWriter(cluster.conninfo(PRODUCT_DATABASE)).start()
+    context.writer.wait_for(10)
+    orders = cluster.psql("SELECT count(*) FROM c_order", dbname=PRODUCT_DATABASE)
+    return f"product database loaded ({orders} orders) and an order writer committing 10/s"
+
+
+def step_backup(context: DemoContext) -> str:
+    from backups.info import BackupType
+    from backups.pgbackrest import LocalPgBackRest
+    from backups.runs import run_backups
+
+    running = context.need_target()
+    run = run_backups(LocalPgBackRest(running.instance), context.need_customer(), BackupType.FULL)
+    failed = [r for r in run.repositories if not r.ok]
+    if failed:
+        raise RuntimeError("; ".join(f"{r.repo}: {r.error}" for r in failed))
+    return ", ".join(f"{r.repo}: {r.label} ({r.seconds:.0f} s)" for r in run.repositories)
+
+
+def step_gap_check(context: DemoContext) -> str:
+    from backups.gapcheck import Outcome, verify
+    from backups.pgbackrest import LocalPgBackRest
+
+    running = context.need_target()
+    running.instance.cluster.psql("SELECT pg_switch_wal()")
+    result = verify(LocalPgBackRest(running.instance), context.need_customer())
+    if result.status is not Outcome.OK:
+        details = "; ".join(f.message for f in result.findings)
+        raise RuntimeError(f"gap check {result.status.value}: {details}")
+    return "; ".join(f"{c.repo}: {c.status.value}" for c in result.repositories)
+
+
+def _run_json(argv: list[str]) -> dict[str, Any]:
+    completed = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=600)
+    try:
+        document: dict[str, Any] = json.loads(completed.stdout)
+    except json.JSONDecodeError:
+        raise RuntimeError(
+            f"{' '.join(argv[:3])} exited {completed.returncode}: {completed.stderr[-800:]}"
+        ) from None
+    if completed.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:3])} exited {completed.returncode}: {document}")
+    return document
+
+
+def step_maintenance(context: DemoContext) -> str:
+    running = context.need_target()
+    bin_dir = Path(sys.executable).parent
+    notices = context.build_dir / "maintenance" / "notices"
+    runs = context.build_dir / "maintenance" / "runs"
+    common = ["--customers", str(context.customers_dir)]
+    _run_json(
+        [str(bin_dir / "erpcloud"), "maintenance", "notices", DEMO_CHANGE, "--out", str(notices),
+         *common, "--json"]
+    )  # fmt: skip
+    report = _run_json(
+        [str(bin_dir / "fab"), "maintenance.apply", "--change", DEMO_CHANGE,
+         "--inventory", running.state.inventory, "--notices", str(notices), "--runs", str(runs),
+         "--drill", "make demo: a drill of the runner outside the change's window",
+         *common, "--json"]
+    )  # fmt: skip
+    context.facts["maintenance report"] = str(runs)
+    context.facts["maintenance notices"] = str(notices)
+    hosts = report.get("hosts", [])
+    order = " then ".join(f"{h.get('name')} ({h.get('status')})" for h in hosts)
+    return f"run {report.get('run_id')}: {report.get('status')}; {order}"
+
+
+def step_stop_writer(context: DemoContext) -> str:
+    if context.writer is None:
+        return "no writer"
+    context.writer.stop()
+    return f"{context.writer.committed} orders committed while the platform worked"
 
 
 STEPS: list[Step] = [
     ("Validate the sample fleet", step_validate_fleet),
     ("Render every customer's machine files", step_render),
+    ("Offline plan of the demo customer", step_offline_plan),
+    ("Bring the local target up", step_local_up),
+    ("Load sample data and keep writing", step_sample_data),
+    ("Full backup to both regions", step_backup),
+    ("Check the WAL archive for gaps", step_gap_check),
+    ("Maintenance through the Fabric runner", step_maintenance),
+    ("Stop the writer", step_stop_writer),
 ]
 
 
-def run_steps(context: DemoContext, steps: list[Step]) -> list[StepResult]:
-    """Run steps in order with a progress line each; stop at the first failure."""
+def teardown(context: DemoContext) -> str:
+    """Always run: stop the writer and every process the target started, by PID."""
+    if context.writer is not None:
+        context.writer._stop.set()  # a failed step may leave it running; stop() may raise
+    if context.running is None:
+        return "nothing was started"
+    report = target.down(context.running.customer.id)
+    return f"stopped {', '.join(report['stopped'])}"  # type: ignore[arg-type]
+
+
+def run_steps(
+    context: DemoContext, steps: list[Step], out: Console | None = None
+) -> list[StepResult]:
+    """Run steps in order with a progress line each; stop at the first failure.
+
+    Progress goes to ``out`` (stderr when the caller prints JSON on stdout)."""
+    out = out or console
     results: list[StepResult] = []
     for index, (name, function) in enumerate(steps, 1):
         started = time.perf_counter()
-        with console.status(f"[{index}/{len(steps)}] {name}..."):
+        with out.status(f"[{index}/{len(steps)}] {name}..."):
             try:
                 detail = function(context)
                 ok = True
@@ -79,8 +237,9 @@ def run_steps(context: DemoContext, steps: list[Step]) -> list[StepResult]:
         result = StepResult(name, ok, time.perf_counter() - started, detail)
         results.append(result)
         mark = "[green]ok[/]" if ok else "[bold red]FAILED[/]"
-        console.print(f"{mark} [{index}/{len(steps)}] {name} ({result.seconds:.1f} s)")
+        out.print(f"{mark} [{index}/{len(steps)}] {name} ({result.seconds:.1f} s)")
         if not ok:
+            out.print(f"  {detail}", markup=False)
             break
     return results
 

@@ -14,11 +14,9 @@ from typing import Final
 
 from erpcloud import policy
 from erpcloud.model import Customer, Environment, LifecycleState, Sizing
-from erpcloud.render import HostLayout, render_user_data
+from erpcloud.render import PRODUCT_DATABASE, PRODUCT_DATABASE_USER, HostLayout, render_user_data
 
-#: The product's database and role on every instance (S1; P4 lists them in the inventory).
-PRODUCT_DATABASE: Final = "erp"
-PRODUCT_DATABASE_USER: Final = "erp"
+__all__ = ["PRODUCT_DATABASE", "PRODUCT_DATABASE_USER"]  # re-exported for the components
 #: The data volume's device and file system (the image formats and mounts it, images/).
 DATA_DEVICE: Final = "/dev/sdf"
 DATA_FILESYSTEM: Final = "xfs"
