@@ -54,10 +54,11 @@ typecheck:
 unit:
 	$(VENV)/bin/pytest
 
-bench: setup  ## Run the benchmarks in bench/ (JSON in build/bench/)
+bench: setup  ## Run every benchmark in bench/, then the summary table (build/bench/)
 	@for script in bench/[a-z]*.py; do name=$$(basename $$script .py); \
-		[ "$$name" = common ] && continue; \
-		echo "== bench/$$name"; $(VENV)/bin/python -m bench.$$name || exit 1; done
+		case $$name in common|summary) continue;; esac; \
+		echo "== bench/$$name"; $(VENV)/bin/python -m bench.$$name || status=1; done; \
+	echo "== summary"; $(VENV)/bin/python -m bench.summary && exit $${status:-0}
 
 clean:  ## Remove build output (not .venv)
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -18,7 +18,11 @@ RESULTS_DIR = Path("build/bench")
 
 
 def write_result(name: str, figures: dict[str, Any], targets: dict[str, Any]) -> Path:
-    """Write ``build/bench/<name>.json`` with the figures, the targets and whether each is met."""
+    """Write ``build/bench/<name>.json`` with the figures, the targets and whether each is met.
+
+    ``targets`` maps a target's name to ``{"met": bool, ...}`` with the measured figure and the
+    bound it was judged against; ``bench/summary.py`` tabulates them.
+    """
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     document = {
         "benchmark": name,
