@@ -265,3 +265,18 @@ def test_notices_show_data_centre_time_and_utc(
             customer.model_copy(update={"company": "<script>x</script>"}), notice
         ).html
     )
+
+
+def test_render_command_writes_and_validates_every_customer(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from erpcloud.cli import app
+
+    result = CliRunner().invoke(app, ["render", "acme-retail", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)["rendered"]
+    assert [r["customer"] for r in report] == ["acme-retail"]
+    assert len(report[0]["user_data_validated"]) == 2
+    assert (tmp_path / "acme-retail" / "production" / "user-data.yaml").exists()
+    unknown = CliRunner().invoke(app, ["render", "nobody", "--out", str(tmp_path)])
+    assert unknown.exit_code == 2 and "unknown customer" in unknown.output
