@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from erpcloud import policy
@@ -120,8 +122,8 @@ def test_cli_status_reports_up(running: target.LocalTarget):
     assert result.exit_code == 0, result.output
 
 
-def test_down_stops_by_pid_and_removes_everything(customer: Customer):
-    # A second target of another customer id proves down removes exactly what up created.
+def test_cli_up_and_down_stop_by_pid_and_remove_everything(customer: Customer, tmp_path: Path):
+    """`erpcloud local up` then `down`, as a user runs them, on a customer file of its own."""
     other = customer.model_copy(
         update={
             "id": f"lt-{TAG}-b",
@@ -130,16 +132,23 @@ def test_down_stops_by_pid_and_removes_everything(customer: Customer):
             ),
         }
     )
-    started = target.up(other)
-    pids = [p.pid for p in started.state.processes]
-    ports = [p.port for p in started.state.processes]
-    report = target.down(other.id)
-    assert len(report["stopped"]) == 5  # type: ignore[arg-type]
+    customers_dir = tmp_path / "customers"
+    customers_dir.mkdir()
+    (customers_dir / f"{other.id}.yaml").write_text(yaml.safe_dump(other.model_dump(mode="json")))
+    cli = CliRunner()
+    up = cli.invoke(app, ["local", "up", other.id, "--customers", str(customers_dir), "--json"])
+    assert up.exit_code == 0, up.output
+    state = target.load_state(other.id)
+    pids = [p.pid for p in state.processes]
+    ports = [p.port for p in state.processes]
+    down = cli.invoke(app, ["local", "down", other.id, "--json"])
+    assert down.exit_code == 0, down.output
+    assert len(json.loads(down.stdout)["stopped"]) == 5
     assert not any(pid_alive(pid) for pid in pids)
     assert not any(port_open(port) for port in ports)
     assert not account_exists(f"lt{TAG}b")
     assert not account_exists(target.local_ops_user(other.id, Environment.TEST))
-    assert not started.root.exists()
+    assert not Path(state.root).exists()
 
 
 def test_failed_up_leaves_nothing_behind(customer: Customer, monkeypatch: pytest.MonkeyPatch):
