@@ -331,3 +331,7 @@ app.command("plan")(plan_command)
 from backups.cli import backup_app  # noqa: E402 - registered after the shared helpers
 
 app.add_typer(backup_app, name="backup")
+from lifecycle.cli import add_customer_commands, inventory_command  # noqa: E402 - as above
+
+add_customer_commands(customer_app)
+app.command("inventory")(inventory_command)

@@ -320,6 +320,14 @@ class Lifecycle(Strict):
             return None
         return self.notice_date + policy.CANCELLATION_NOTICE
 
+    def in_service(self, on: date) -> bool:
+        """Whether the instances run on ``on``: not while suspended (P3), not from the
+        termination date of a cancelled customer (S18: the data is kept, the service stops)."""
+        if self.state is LifecycleState.SUSPENDED:
+            return False
+        end = self.termination_date
+        return end is None or on < end
+
     @property
     def purge_allowed_from(self) -> date | None:
         """S18: data may be destroyed 60 days after termination, not before."""

@@ -26,6 +26,7 @@ from maintenance.calendar import (
 )
 from maintenance.change import ChangeKind, LoadedChange, Targets
 from maintenance.records import RunStore
+from maintenance.steps import Step
 
 
 @dataclass(frozen=True)
@@ -323,7 +324,11 @@ def _emergency_rules(check: ChangeCheck) -> list[FieldError]:
             )
         )
     start = check.earliest_start
-    if loaded.interrupts_service and start is not None:
+    # S14: recovering into another availability zone of the same region happens at once: the
+    # service is already down, so the move interrupts nothing that notice could protect.
+    interrupting = [s for s in loaded.steps if s.interrupts_service]
+    recovery_only = bool(interrupting) and all(_recovery_move(s, check) for s in interrupting)
+    if loaded.interrupts_service and not recovery_only and start is not None:
         ahead = start - change.announced_at
         if ahead < policy.EMERGENCY_NOTICE:
             hours = int(policy.EMERGENCY_NOTICE.total_seconds() // 3600)
@@ -392,6 +397,15 @@ def _major_rules(
     return errors
 
 
+def _recovery_move(step: Step, check: ChangeCheck) -> bool:
+    """A migration step that only moves its customers within their own region, to recover."""
+    target = step.migration_target
+    if target is None:
+        return False
+    to_region, for_recovery = target
+    return for_recovery and all(c.region == to_region for c in check.customers)
+
+
 def _migration_rules(check: ChangeCheck) -> list[FieldError]:
     """S14: a move to another data centre is announced 30 days ahead, unless it is a move within
     the same region to recover from a failure or disaster."""
@@ -404,7 +418,7 @@ def _migration_rules(check: ChangeCheck) -> list[FieldError]:
             continue
         to_region, for_recovery = target
         for customer in check.customers:
-            if to_region == customer.region and for_recovery:
+            if for_recovery and to_region == customer.region:  # see _recovery_move
                 continue
             window = check.window_for(customer)
             if window is None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Final
 
 import pulumi
@@ -229,33 +230,37 @@ def plan_from_recording(customer_id: str, recording: Recording) -> Plan:
     )
 
 
-def offline_inputs(customer: Customer) -> StackInputs:
+def offline_inputs(customer: Customer, today: date | None = None) -> StackInputs:
     """Placeholders, marked secret, for the secrets a real stack reads from config or env."""
     supplied = {
         which: pulumi.Output.secret(OFFLINE_PLACEHOLDER)
         for which in SECRET_FIELDS
         if getattr(customer.secrets, which).source in (SecretSource.PULUMI_CONFIG, SecretSource.ENV)
     }
-    return StackInputs(secret_values=SecretValues(**supplied))
+    return StackInputs(secret_values=SecretValues(**supplied), today=today or date.today())
 
 
 def record_customer(
     customer: Customer,
     preview: bool = False,
     inputs: Callable[[], StackInputs] | None = None,
+    today: date | None = None,
 ) -> Recording:
     """The raw recording of the customer's program (secrets still wrapped; for tests).
 
     ``inputs`` builds the stack inputs inside the run (``Output`` values belong to one run);
     by default, offline placeholders.
     """
-    make_inputs = inputs or (lambda: offline_inputs(customer))
+    make_inputs = inputs or (lambda: offline_inputs(customer, today))
     return run_program(lambda: deploy(customer, make_inputs()), stack=customer.id, preview=preview)
 
 
-def plan_customer(customer: Customer, preview: bool = False) -> Plan:
-    """Run the customer's program offline and return what it would register (module docs)."""
-    return plan_from_recording(customer.id, record_customer(customer, preview))
+def plan_customer(customer: Customer, preview: bool = False, today: date | None = None) -> Plan:
+    """Run the customer's program offline and return what it would register (module docs).
+
+    ``today`` is the day the program is taken to run on (default: today), which decides
+    whether a cancelled customer's instances still run (S18)."""
+    return plan_from_recording(customer.id, record_customer(customer, preview, today=today))
 
 
 def iter_inputs(resource: PlannedResource) -> Iterator[tuple[str, Any]]:

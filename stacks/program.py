@@ -18,7 +18,8 @@ Stack config (``Pulumi.<stack>.yaml``):
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Final
 
@@ -48,6 +49,9 @@ class StackInputs:
 
     secret_values: SecretValues
     image_owner: str = "self"
+    #: The day the program runs (S18: from a cancelled customer's termination date its
+    #: instances are stopped). Fixed by tests; today in a real run.
+    today: date = field(default_factory=date.today)
     provider_settings: ProviderSettings | None = None
 
 
@@ -130,6 +134,7 @@ def deploy(customer: Customer, inputs: StackInputs) -> CustomerStack:
         zone_id=zone.zone_id,
         account_id=account.account_id,
         secret_values=inputs.secret_values,
+        today=inputs.today,
     )
     production = CustomerInstance(customer.id, production_args)
     test = TestEnvironment(

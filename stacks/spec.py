@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 import gzip
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from typing import Final
 
 from erpcloud import policy
-from erpcloud.model import Customer, Environment, LifecycleState, Sizing
+from erpcloud.model import Customer, Environment, Sizing
 from erpcloud.render import PRODUCT_DATABASE, PRODUCT_DATABASE_USER, HostLayout, render_user_data
 
 __all__ = ["PRODUCT_DATABASE", "PRODUCT_DATABASE_USER"]  # re-exported for the components
@@ -53,9 +54,10 @@ def decompress_user_data(encoded: str) -> str:
     return gzip.decompress(base64.b64decode(encoded)).decode("utf-8")
 
 
-def instance_state_for(customer: Customer) -> str:
-    """``stopped`` while the customer is suspended (P3), else ``running``. Data is kept."""
-    return "stopped" if customer.lifecycle.state is LifecycleState.SUSPENDED else "running"
+def instance_state_for(customer: Customer, today: date) -> str:
+    """``stopped`` while suspended (P3) or from a cancelled customer's termination date (S18),
+    else ``running``. Data is kept either way."""
+    return "running" if customer.lifecycle.in_service(today) else "stopped"
 
 
 @dataclass(frozen=True)
@@ -67,14 +69,17 @@ class EnvironmentSpec:
     sizing: Sizing
     host: str
 
-    @classmethod
-    def production(cls, customer: Customer) -> EnvironmentSpec:
-        return cls(customer, Environment.PRODUCTION, customer.production, customer.url_host)
+    #: The day the program runs: whether the instances are in service depends on it (S18).
+    today: date = field(default_factory=date.today)
 
     @classmethod
-    def test(cls, customer: Customer) -> EnvironmentSpec:
+    def production(cls, customer: Customer, today: date) -> EnvironmentSpec:
+        return cls(customer, Environment.PRODUCTION, customer.production, customer.url_host, today)
+
+    @classmethod
+    def test(cls, customer: Customer, today: date) -> EnvironmentSpec:
         """S9: sizing derived from production by the model (at most 50 %, lowered by overrides)."""
-        return cls(customer, Environment.TEST, customer.test_sizing, customer.test_url_host)
+        return cls(customer, Environment.TEST, customer.test_sizing, customer.test_url_host, today)
 
     @property
     def is_production(self) -> bool:
@@ -86,7 +91,7 @@ class EnvironmentSpec:
 
     @property
     def instance_state(self) -> str:
-        return instance_state_for(self.customer)
+        return instance_state_for(self.customer, self.today)
 
     @property
     def layout(self) -> HostLayout:

@@ -61,6 +61,20 @@ def local_aws(state_root: Path) -> Iterator[LocalAws]:
         aws.stop()
 
 
+_ISOLATED = itertools.count()
+
+
+@pytest.fixture
+def isolated_aws(state_root: Path) -> Iterator[LocalAws]:
+    """An emulator of its own, for a test that creates names the shared one may already hold."""
+    aws = LocalAws(state_root / f"aws-isolated-{next(_ISOLATED)}")
+    try:
+        aws.start()
+        yield aws
+    finally:
+        aws.stop()
+
+
 @pytest.fixture(scope="session")
 def pg_cluster_factory(state_root: Path) -> Iterator[Callable[..., PostgresCluster]]:
     """Make private PostgreSQL 15 clusters; every one is stopped by PID at the end."""

@@ -11,7 +11,16 @@ from erpcloud import policy
 
 from .conftest import REPO_ROOT
 
-CODE_DIRS = ("erpcloud", "stacks", "images", "backups", "maintenance", "localtarget")
+CODE_DIRS = (
+    "erpcloud",
+    "stacks",
+    "images",
+    "backups",
+    "maintenance",
+    "dr",
+    "lifecycle",
+    "localtarget",
+)
 # Literals that encode a promise (S6, S8, S10, S12-S14, S18): writing one outside the policy
 # module means a second source of truth. A line marked `aws-fact` states how AWS behaves, not
 # what we promise (S3's legacy region, say), and is exempt.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -75,10 +76,11 @@ def test_the_plan_carries_what_an_emulator_needs_to_create_the_customers_storage
 
 @pytest.mark.services
 def test_an_emulator_can_be_provisioned_from_the_offline_plan(
-    acme_plan: Plan, local_aws: LocalAws
+    acme_plan: Plan, isolated_aws: LocalAws
 ) -> None:
-    """What a later issue does: create the customer's buckets, keys and secrets in moto from
-    the offline plan of the real program, then read them back."""
+    """Create the customer's buckets, keys and secrets in moto from the offline plan of the real
+    program, then read them back. Its own emulator: the backup tests' buckets share these names."""
+    local_aws = isolated_aws
     keys: dict[str, str] = {}
     for key in acme_plan.of_type(KMS_KEY_TYPE):
         kms = local_aws.client("kms", key.aws_region)
@@ -159,3 +161,17 @@ def test_plan_command_fails_when_the_program_refuses_the_customer(tmp_path: Path
     result = runner.invoke(app, ["plan", "lakeside-outfitters", "--customers", str(folder)])
     assert result.exit_code == EXIT_FAILED
     assert "cannot be 'generated'" in result.output
+
+
+def test_a_cancelled_customer_stops_at_its_termination_date_and_keeps_its_data(sample_fleet):
+    """S18: service stops at the end of the notice period; buckets stay (60 days, protected)."""
+    customer = sample_fleet["maison-dupont"]
+    end = customer.lifecycle.termination_date
+    assert end is not None
+    before = plan_customer(customer, today=end - timedelta(days=1))
+    after = plan_customer(customer, today=end)
+    state = "aws:ec2transitgateway/instanceState:InstanceState"
+    assert {r.inputs["state"] for r in before.of_type(state)} == {"running"}
+    assert {r.inputs["state"] for r in after.of_type(state)} == {"stopped"}
+    assert len(after.resources) == len(before.resources)
+    assert all(b.protect for b in after.of_type(BUCKET_TYPE))

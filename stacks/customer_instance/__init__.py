@@ -7,7 +7,8 @@ environments share: the VPC, the customer's KMS keys and its secrets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from typing import Final
 
 import pulumi
@@ -43,10 +44,12 @@ class CustomerInstanceArgs:
     zone_id: pulumi.Input[str]
     account_id: pulumi.Input[str]
     secret_values: SecretValues
+    #: The day the program runs (S18: a cancelled customer's service stops at termination).
+    today: date = field(default_factory=date.today)
 
     @property
     def spec(self) -> EnvironmentSpec:
-        return EnvironmentSpec.production(self.customer)
+        return EnvironmentSpec.production(self.customer, self.today)
 
 
 class CustomerInstance(pulumi.ComponentResource):

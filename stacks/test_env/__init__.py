@@ -7,7 +7,8 @@ security groups, reading the same secrets. No monitoring, no backups, no alarms,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from typing import Final
 
 import pulumi
@@ -38,6 +39,7 @@ class TestEnvironmentArgs:
     network: Network
     key_arn: pulumi.Input[str]
     secret_arns: list[pulumi.Output[str]]
+    today: date = field(default_factory=date.today)
 
     @classmethod
     def derived_from(
@@ -51,11 +53,12 @@ class TestEnvironmentArgs:
             network=production.network,
             key_arn=production.key_arn,
             secret_arns=production.secrets.arn_list,
+            today=args.today,
         )
 
     @property
     def spec(self) -> EnvironmentSpec:
-        return EnvironmentSpec.test(self.customer)
+        return EnvironmentSpec.test(self.customer, self.today)
 
 
 class TestEnvironment(pulumi.ComponentResource):
