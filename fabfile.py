@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from invoke import Collection
 
+from dr import tasks as dr_tasks
 from lifecycle import tasks as lifecycle_tasks
 from maintenance import tasks as maintenance_tasks
 
@@ -14,7 +15,7 @@ ns = Collection()
 ns.add_collection(
     Collection.from_module(maintenance_tasks, name="maintenance", config=maintenance_tasks.CONFIG)
 )
-# ns.add_collection(Collection.from_module(dr_tasks, name="dr"))
+ns.add_collection(Collection.from_module(dr_tasks, name="dr", config=dr_tasks.CONFIG))
 ns.add_collection(
     Collection.from_module(lifecycle_tasks, name="lifecycle", config=lifecycle_tasks.CONFIG)
 )

@@ -46,7 +46,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-customer_app = typer.Typer(help="Customer files: create, validate, show.", no_args_is_help=True)
+customer_app = typer.Typer(
+    help="Customer files and lifecycle: new, check, show; suspend, resume, cancel, due, purge.",
+    no_args_is_help=True,
+)
 app.add_typer(customer_app, name="customer")
 
 
@@ -335,3 +338,6 @@ from lifecycle.cli import add_customer_commands, inventory_command  # noqa: E402
 
 add_customer_commands(customer_app)
 app.command("inventory")(inventory_command)
+from dr.cli import dr_app  # noqa: E402 - registered after the shared helpers
+
+app.add_typer(dr_app, name="dr")

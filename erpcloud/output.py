@@ -15,6 +15,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
+from invoke.exceptions import Exit
 from rich.console import Console
 
 EXIT_OK: Final = 0
@@ -71,3 +72,20 @@ def fail(
         for line in lines:
             err_console.print(f"  {line}", markup=False)
     raise SystemExit(code)
+
+
+def task_refusal(
+    message: str, as_json: bool, code: int = EXIT_BAD_INPUT, details: Iterable[str] = ()
+) -> Exit:
+    """The same report for a Fabric task: the caller raises the returned ``Exit`` (invoke turns
+    it into the exit code without a traceback)."""
+    lines = list(details)
+    if as_json:
+        sys.stdout.write(
+            json.dumps({"ok": False, "error": message, "details": lines}, indent=2) + "\n"
+        )
+    else:
+        print(f"error: {message}", file=sys.stderr)
+        for line in lines:
+            print(f"  {line}", file=sys.stderr)
+    return Exit(code=code)

@@ -366,3 +366,17 @@ IMAGE_BUILD_SCHEDULE: Final = f"cron(0 3 ? * MON#{MAINTENANCE_MONDAY_OF_MONTH - 
 #: S7: the copy region may trail the primary by this long before the gap check warns. Both
 #: repositories get each segment from the same archive-push, seconds apart; our value.
 ARCHIVE_COPY_LAG_GRACE: Final = timedelta(minutes=2)
+
+
+# --- S8: restore drills (issue 7, dr/; our operating choices within S8's RTO and RPO) ---------
+#: S8: every drill report goes to this platform bucket (not a customer's): JSON and Markdown
+#: under ``drills/<drill id>/``. On AWS it is platform infrastructure, versioned, outside any
+#: customer stack; the local target creates it in the emulator.
+DR_REPORTS_BUCKET: Final = "erpcloud-platform-dr-reports"
+DR_REPORTS_REGION: Final = "eu-central-1"
+#: S8: a drill host needs this much free space per byte of the backup's database size (room for
+#: the WAL replayed on top and the end-of-recovery checkpoint); below it the drill stops first.
+DR_FREE_SPACE_RATIO: Final = 1.5
+#: S8: production writers wait at most this long behind the drill's snapshot lock (the lock is
+#: held for milliseconds; if it cannot be had this fast, the drill fails, production goes on).
+DR_SNAPSHOT_LOCK_TIMEOUT: Final = timedelta(seconds=5)

@@ -20,14 +20,13 @@ from invoke import Context, task
 from invoke.exceptions import Exit
 
 from erpcloud.fleet import load_fleet
-from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED, to_jsonable
+from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED, task_refusal, to_jsonable
 from erpcloud.ssh import HostKeyError
 from lifecycle.dump import DumpError, MoveInRefused
 from lifecycle.export import ExportFailed, export_customer
 from lifecycle.movein import MoveInFailed, move_in
 from lifecycle.remote import RemoteError
 from lifecycle.site import Site, SiteError, resolve_site
-from maintenance.tasks import _refuse as refuse  # the tasks' shared refusal (exit code, JSON)
 
 #: The collection's configuration defaults (``lifecycle.*``; a fabric.yaml may change them).
 CONFIG: dict[str, Any] = {"lifecycle": {"customers": "customers", "records": "build/lifecycle"}}
@@ -68,9 +67,9 @@ def _attempt(what: str, customer: str, as_json: bool, work: Callable[[], T]) -> 
     try:
         return work()
     except REFUSED as exc:
-        raise refuse(f"{customer}: {what} refused: {exc}", [], EXIT_BAD_INPUT, as_json) from None
+        raise task_refusal(f"{customer}: {what} refused: {exc}", as_json, EXIT_BAD_INPUT) from None
     except FAILED as exc:
-        raise refuse(f"{customer}: {what} failed: {exc}", [], EXIT_FAILED, as_json) from None
+        raise task_refusal(f"{customer}: {what} failed: {exc}", as_json, EXIT_FAILED) from None
 
 
 def _say(as_json: bool) -> Any:

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,44 @@ def step_maintenance(context: DemoContext) -> str:
     return f"run {report.get('run_id')}: {report.get('status')}; {order}"
 
 
+def _drill(context: DemoContext, *mode: str) -> str:
+    """``fab dr.drill`` from the copy region (S8) while the writer goes on; one line of it."""
+    bin_dir = Path(sys.executable).parent
+    drills = context.build_dir / "dr" / "drills"
+    report = _run_json(
+        [str(bin_dir / "fab"), "dr.drill", "--customer", context.need_customer().id,
+         "--customers", str(context.customers_dir), "--drills", str(drills), *mode, "--json"]
+    )  # fmt: skip
+    context.facts["drill reports"] = str(drills)
+    m = report["measures"]
+    passed = sum(c["status"] == "passed" for c in report["checks"])
+    others = "".join(
+        f", {c['name']}: {c['status']}" for c in report["checks"] if c["status"] != "passed"
+    )
+    checks = f"{passed} checks passed{others}"
+    return (
+        f"drill {report['drill_id']}: {report['status']} from repo{report['repo']['index']} "
+        f"({report['repo']['region']}); RTO {m['rto_seconds']:.0f} s of "
+        f"{m['rto_limit_seconds'] / 3600:.0f} h, RPO {m['rpo_seconds']:.1f} s of "
+        f"{m['rpo_limit_seconds'] / 60:.0f} min; {checks}"
+    )
+
+
+def step_drill_point(context: DemoContext) -> str:
+    return _drill(context)
+
+
+def step_drill_time(context: DemoContext) -> str:
+    """To a moment a second ago (orders were written all along), once its WAL is archived."""
+    moment = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+    context.need_target().instance.switch_wal_and_wait()
+    return _drill(context, "--target-time", moment.isoformat())
+
+
+def step_drill_latest(context: DemoContext) -> str:
+    return _drill(context, "--latest")
+
+
 def step_stop_writer(context: DemoContext) -> str:
     if context.writer is None:
         return "no writer"
@@ -203,6 +242,9 @@ STEPS: list[Step] = [
     ("Full backup to both regions", step_backup),
     ("Check the WAL archive for gaps", step_gap_check),
     ("Maintenance through the Fabric runner", step_maintenance),
+    ("Restore drill from the copy region, to a restore point", step_drill_point),
+    ("Restore drill from the copy region, to a point in time", step_drill_time),
+    ("Restore drill from the copy region, latest (regional loss)", step_drill_latest),
     ("Stop the writer", step_stop_writer),
 ]
 

@@ -9,6 +9,7 @@ are differs; the policy (archiving, timeout, retention, two repositories) is the
 from __future__ import annotations
 
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,6 +143,18 @@ class LocalInstance:
             *args,
         ]
         return run_as_postgres(argv, env=self.pgbackrest_env(), check=check, timeout=timeout)
+
+    def switch_wal_and_wait(self, timeout: float = 90) -> str:
+        """Close the current WAL segment and wait until the archiver has shipped it (to both
+        repositories: one ``archive-push`` sends each segment to both). Returns its name."""
+        psql = self.cluster.psql
+        segment = psql("SELECT pg_walfile_name(pg_switch_wal())")
+        deadline = time.monotonic() + timeout
+        while psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") < segment:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"WAL segment {segment} not archived within {timeout:.0f} s")
+            time.sleep(0.5)
+        return segment
 
     def start(self) -> None:
         self.cluster.start()

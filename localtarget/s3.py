@@ -140,8 +140,14 @@ class LocalAws:
 
     def pgbackrest_env(self, repos: int = 2) -> dict[str, str]:
         """The environment that gives pgBackRest its S3 keys (never a config file)."""
-        env = {}
-        for index in range(1, repos + 1):
-            env[f"PGBACKREST_REPO{index}_S3_KEY"] = EMULATOR_ACCESS_KEY
-            env[f"PGBACKREST_REPO{index}_S3_KEY_SECRET"] = EMULATOR_SECRET_KEY
-        return env
+        return emulator_pgbackrest_env(repos)
+
+
+def emulator_pgbackrest_env(repos: int = 2) -> dict[str, str]:
+    """pgBackRest's S3 keys for the emulator: moto's documented test keys, no secret. On AWS
+    the instance role signs and no key exists anywhere."""
+    env = {}
+    for index in range(1, repos + 1):
+        env[f"PGBACKREST_REPO{index}_S3_KEY"] = EMULATOR_ACCESS_KEY
+        env[f"PGBACKREST_REPO{index}_S3_KEY_SECRET"] = EMULATOR_SECRET_KEY
+    return env

@@ -16,6 +16,16 @@ from pathlib import Path
 
 from localtarget.processes import LOOPBACK, ManagedProcess, ServiceError, free_port
 
+
+def account_exists(name: str) -> bool:
+    """Whether the machine's user table has ``name`` (loopback hosts share one)."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 SSHD = "/usr/sbin/sshd"
 
 
@@ -112,13 +122,10 @@ class SshHost:
 
     def _create_user(self, user: HostUser) -> None:
         home = self.root / "home" / user.name
-        try:
-            pwd.getpwnam(user.name)
+        if account_exists(user.name):
             raise ServiceError(
                 f"account {user.name!r} exists already; local hosts need unique user names"
             )
-        except KeyError:
-            pass
         subprocess.run(
             [
                 "useradd",

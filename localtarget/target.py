@@ -27,6 +27,7 @@ from erpcloud.files import write_atomic
 from erpcloud.model import Customer, Environment, SecretSource
 from erpcloud.render import secret_name
 from erpcloud.ssh import SshTarget
+from lifecycle.paths import HostPaths
 from localtarget.instance import LocalInstance, local_layout, local_repos
 from localtarget.postgres import PostgresCluster
 from localtarget.processes import STATE_BASE, ServiceError, pid_alive, port_open, stop_pid
@@ -161,6 +162,16 @@ def load_state(customer_id: str) -> TargetState:
     return TargetState.model_validate_json(path.read_text())
 
 
+def install_product_files(host_root: Path, customer: Customer) -> None:
+    """What the product image puts on a host (S1), as far as the platform reads it: the product
+    folder with its version and customer modules, and the attachments folder (S18: exported)."""
+    paths = HostPaths(str(host_root))
+    product = Path(paths.product)
+    (product / "modules").mkdir(parents=True, exist_ok=True)
+    (product / "VERSION").write_text(f"{customer.product_version}\n")
+    Path(paths.attachments).mkdir(parents=True, exist_ok=True)
+
+
 def up(customer: Customer, progress: Callable[[str], None] = lambda _: None) -> LocalTarget:
     """Start the customer's local target; on any failure, stop and remove what was started."""
     root = target_root(customer.id)
@@ -216,6 +227,7 @@ def up(customer: Customer, progress: Callable[[str], None] = lambda _: None) -> 
             )
             hosts[environment] = host
             host.setup()
+            install_product_files(host.state_dir, customer)
             host.start()
             assert host.process is not None
             sshd = ProcessRecord(
@@ -238,6 +250,7 @@ def up(customer: Customer, progress: Callable[[str], None] = lambda _: None) -> 
                         "conf_d": instance.layout.conf_d,
                         "stanza": customer.stanza,
                         "pgbackrest_config": instance.layout.pgbackrest_config,
+                        "s3_emulator_keys": True,
                     },
                 ),
             ],

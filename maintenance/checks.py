@@ -21,6 +21,7 @@ from pathlib import Path
 
 from erpcloud import policy
 from erpcloud.model import Environment
+from localtarget.s3 import emulator_pgbackrest_env
 from maintenance.inventory import Database, InventoryHost
 from maintenance.records import CheckRecord, CheckStatus
 from maintenance.steps import Step
@@ -35,10 +36,12 @@ def _pg_ready(db: Database) -> str:
 
 def _pgbackrest(db: Database, command: str) -> str:
     assert db.stanza is not None
+    env = emulator_pgbackrest_env() if db.s3_emulator_keys else {}
+    prefix = f"env {' '.join(f'{k}={q(v)}' for k, v in sorted(env.items()))} " if env else ""
     # No parentheses: inside "$(...)" they would read as arithmetic "$((".
     return (
-        f"cd / && runuser -u postgres -- pgbackrest --config={q(db.pgbackrest_config)} "
-        f"--stanza={q(db.stanza)} {command}"
+        f"cd / && runuser -u postgres -- {prefix}pgbackrest "
+        f"--config={q(db.pgbackrest_config)} --stanza={q(db.stanza)} {command}"
     )
 
 

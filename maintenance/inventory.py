@@ -83,6 +83,9 @@ class Database(Strict):
     #: The pgBackRest stanza: production only (S6). A test environment has none (S9).
     stanza: str | None = None
     pgbackrest_config: AbsolutePath = _PRODUCTION_LAYOUT.pgbackrest_config
+    #: Local targets only: pgBackRest gets the S3 emulator's well-known test keys in its
+    #: environment. On AWS the instance role signs (no key anywhere), so it stays false.
+    s3_emulator_keys: bool = False
 
 
 class InventoryHost(Strict):

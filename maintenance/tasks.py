@@ -19,7 +19,7 @@ from typing import Any
 from invoke import Context, task
 from invoke.exceptions import Exit
 
-from erpcloud.output import EXIT_BAD_INPUT, to_jsonable
+from erpcloud.output import EXIT_BAD_INPUT, task_refusal, to_jsonable
 from maintenance.planner import PlanError, plan_waves, select_hosts
 from maintenance.records import RunStore
 from maintenance.reports import report_document
@@ -79,18 +79,6 @@ def _number(value: str | None, flag: str, kind: type[int] | type[float] = int) -
         raise Exit(f"error: {flag}: {value!r} is not a number", code=EXIT_BAD_INPUT) from None
 
 
-def _refuse(message: str, details: list[str], code: int, as_json: bool) -> Exit:
-    if as_json:
-        sys.stdout.write(
-            jsonlib.dumps({"ok": False, "error": message, "details": details}, indent=2) + "\n"
-        )
-    else:
-        print(f"error: {message}", file=sys.stderr)
-        for line in details:
-            print(f"  {line}", file=sys.stderr)
-    return Exit(code=code)
-
-
 @task(
     auto_shortflags=False,
     help={
@@ -137,9 +125,9 @@ def plan(
             max_errors=_number(max_errors, "--max-errors"),
         )
     except InputError as exc:
-        raise _refuse(exc.message, exc.details, EXIT_BAD_INPUT, json) from None
+        raise task_refusal(exc.message, json, details=exc.details) from None
     except PlanError as exc:
-        raise _refuse(str(exc), [], EXIT_BAD_INPUT, json) from None
+        raise task_refusal(str(exc), json) from None
     summary: dict[str, Any] = {"ok": True, "change": check.loaded.id if check else None}
     summary.update(waves.summary())
     windows: dict[str, Any] = {}
@@ -238,11 +226,11 @@ def apply(
         )
         state = apply_change(inputs, options)
     except InputError as exc:
-        raise _refuse(exc.message, exc.details, EXIT_BAD_INPUT, json) from None
+        raise task_refusal(exc.message, json, details=exc.details) from None
     except PlanError as exc:
-        raise _refuse(str(exc), [], EXIT_BAD_INPUT, json) from None
+        raise task_refusal(str(exc), json) from None
     except RunRefused as exc:
-        raise _refuse(exc.message, exc.details, exc.code, json) from None
+        raise task_refusal(exc.message, json, exc.code, exc.details) from None
     if json:
         sys.stdout.write(jsonlib.dumps(report_document(state), indent=2) + "\n")
     code = run_exit_code(state)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from erpcloud.render import PRODUCT_DATABASE, secret_name
 from lifecycle.purge import bucket_exists
 from localtarget import sampledata, target
 from localtarget.processes import pid_alive
+from localtarget.sshhost import account_exists
 
 from .test_lifecycle import audit_entries, invoke, local_target, write_local_customer
 
@@ -204,11 +204,3 @@ def test_purge_at_day_61_destroys_the_buckets_and_volumes(
     assert target.down(CUSTOMER_ID)["removed"]  # what is left (the emulator) goes as usual
     accounts = [name for host in running.state.hosts for name in host.created_users]
     assert len(accounts) == 4 and not [name for name in accounts if account_exists(name)]
-
-
-def account_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True

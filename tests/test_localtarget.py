@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from localtarget.instance import S3_LEGACY_REGION
 from localtarget.processes import pid_alive, port_open
 from localtarget.provision import provision_from_plan
 from localtarget.s3 import LocalAws
-from localtarget.sshhost import SshHost
+from localtarget.sshhost import SshHost, account_exists
 from stacks.plan import plan_customer
 
 pytestmark = pytest.mark.services
@@ -32,14 +31,6 @@ TAG = os.getpid() % 100000
 
 def secret_names(customer: Customer) -> list[str]:
     return [secret_name(customer, which) for which in ("activation_key", "database_password")]
-
-
-def account_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +86,40 @@ def test_inventory_lets_the_maintenance_runner_reach_both_hosts(
     assert production.has_backups and production.db is not None
     assert production.db.port == running.state.pg_port
     assert not inventory.hosts[0].has_backups  # S9
+
+
+def test_hosts_hold_the_product_files_the_export_reads(running: target.LocalTarget):
+    """What the image puts on an instance (S1) and the export takes along (S18)."""
+    from lifecycle.paths import HostPaths
+
+    for environment in Environment:
+        paths = HostPaths(running.state.host(environment).state_dir)
+        version = (Path(paths.product) / "VERSION").read_text().strip()
+        assert version == running.customer.product_version
+        assert Path(paths.attachments).is_dir()
+        assert paths.product.startswith(running.state.host(environment).state_dir)
+
+
+def test_the_maintenance_prechecks_read_the_backups_over_ssh(running: target.LocalTarget):
+    """The runner's backup pre-check reaches pgBackRest's repositories on the emulator: the
+    inventory tells it to pass the emulator's test keys (on AWS the instance role signs)."""
+    from maintenance.checks import _decode, parse_facts, precheck_script
+    from maintenance.inventory import load_inventory
+
+    inventory = load_inventory(
+        Path(running.state.inventory), {running.customer.id: running.customer}
+    )
+    production = inventory.hosts[1]
+    assert production.db is not None and production.db.s3_emulator_keys
+    connection = connect(running.ssh_target(Environment.PRODUCTION))
+    try:
+        facts = parse_facts(run_as_root(connection, precheck_script(production)).stdout)
+    finally:
+        connection.close()
+    assert "backup_error" not in facts, _decode(facts["backup_error"])
+    (stanza,) = json.loads(_decode(facts["backup_info"]))
+    assert stanza["name"] == running.customer.stanza
+    assert [r["key"] for r in stanza["repo"]] == [1, 2]
 
 
 def test_production_host_has_the_customers_users(running: target.LocalTarget):
