@@ -348,6 +348,9 @@ MAINTENANCE_STEP_TIMEOUT: Final = timedelta(minutes=15)
 #: S5: alarms look at this period and fire after this many periods in a row (our choice).
 ALARM_PERIOD: Final = timedelta(minutes=5)
 ALARM_EVALUATION_PERIODS: Final = 3
+#: S5/S7: the WAL gap check (``erpcloud backup verify --publish``) reports per customer this
+#: often; its alarms look at periods this long, and two periods without a report alarm too.
+WAL_GAP_CHECK_INTERVAL: Final = timedelta(minutes=15)
 #: S5: the instance's logs (PostgreSQL, pgBackRest) stay this long in CloudWatch Logs (our choice).
 LOG_RETENTION_DAYS: Final = 90
 #: S6: a backup file pgBackRest expired (a noncurrent S3 version) stays recoverable this long,

@@ -124,14 +124,14 @@ def stop_local_instance(state: TargetState) -> list[str]:
 
 
 def aws_stop_commands(customer: Customer) -> list[str]:
-    """How an operator stops both instances on AWS (the stack's outputs name them)."""
+    """How an operator stops both instances on AWS: through the stack, whose program stops a
+    cancelled customer's instances from the termination date (S18); then wait for it."""
     stack = f"--stack {customer.id}"
     return [
-        f"aws ec2 stop-instances --region {customer.region} --instance-ids "
+        f"pulumi up --yes {stack}",
+        f"aws ec2 wait instance-stopped --region {customer.region} --instance-ids "
         f'"$(pulumi stack output production_instance_id {stack})" '
         f'"$(pulumi stack output test_instance_id {stack})"',
-        f"aws ec2 wait instance-stopped --region {customer.region} --instance-ids "
-        f'"$(pulumi stack output production_instance_id {stack})"',
     ]
 
 

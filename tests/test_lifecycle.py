@@ -24,7 +24,7 @@ from erpcloud.fleet import CustomerFileError, load_fleet
 from erpcloud.model import Customer, Lifecycle, LifecycleState
 from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_WARNING
 from lifecycle.customerfile import LifecycleRefused, replace_block, write_lifecycle
-from lifecycle.due import PURGED, TERMINATED, Due, due_item
+from lifecycle.due import PURGED, TERMINATED, Due, aws_stop_commands, due_item
 from lifecycle.dump import MoveInRefused
 from lifecycle.movein import check_attachments
 from lifecycle.purge import PurgeRefused, check_purge
@@ -229,6 +229,23 @@ def test_due_follows_notice_termination_retention_and_purge(sample_fleet: dict[s
     assert "erpcloud customer purge maison-dupont --confirm maison-dupont" in allowed.message
     assert due_item(customer, purged, purge_from + day).due is Due.PURGED
     assert due_item(sample_fleet["acme-retail"], empty, end).due is Due.NOTHING
+
+
+def test_due_on_aws_stops_through_the_stack_whose_plan_then_stops_the_instances(
+    sample_fleet: dict[str, Customer],
+):
+    """S18 on AWS: `pulumi up` at the termination date is what stops the service (the program
+    reads the date), so the printed commands and the program cannot disagree."""
+    from stacks.spec import instance_state_for
+
+    customer = sample_fleet["maison-dupont"]
+    end = customer.lifecycle.termination_date
+    assert end is not None
+    commands = aws_stop_commands(customer)
+    assert commands[0] == "pulumi up --yes --stack maison-dupont"
+    assert "instance-stopped" in commands[1] and f"--region {customer.region}" in commands[1]
+    assert instance_state_for(customer, end - timedelta(days=1)) == "running"
+    assert instance_state_for(customer, end) == "stopped"
 
 
 def test_due_needs_a_reachable_host_for_the_final_backup(tmp_path: Path, audit_log: Path):

@@ -13,6 +13,7 @@ import json
 import runpy
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pulumi
@@ -20,6 +21,7 @@ import pulumi_aws as aws
 import pytest
 import yaml
 
+from backups.gapcheck import GapCheckResult, Outcome, metric_data
 from erpcloud import policy
 from erpcloud.fleet import parse_customer
 from erpcloud.model import Customer, Environment, SecretSource
@@ -593,6 +595,8 @@ def test_alarms_watch_what_the_instance_publishes_and_go_to_one_ops_topic(
         "db-connections",
         "wal-archive-age",
         "wal-archive-failures",
+        "wal-gap-check",
+        "wal-gap-failure",
         "response-time",
         "http-5xx",
     }
@@ -635,6 +639,21 @@ def test_alarms_watch_what_the_instance_publishes_and_go_to_one_ops_topic(
         assert s5[name]["dimensions"] == {"Customer": customer.id}
         assert f"MetricName={s5[name]['metricName']}," in script
     assert "MetricName=WalArchiveFailedCount," in script
+
+    # The gap check's alarms watch exactly what `erpcloud backup verify --publish` puts.
+    published = metric_data(GapCheckResult(customer.id, datetime.now(UTC), Outcome.FAILURE, []))
+    status = next(m for m in published if m["MetricName"] == "WalGapCheckStatus")
+    interval = policy.WAL_GAP_CHECK_INTERVAL.total_seconds()
+    for name, threshold in (("wal-gap-check", 1), ("wal-gap-failure", 2)):
+        alarm = s5[name]
+        assert alarm["metricName"] == status["MetricName"]
+        assert alarm["namespace"] == METRICS_NAMESPACE
+        assert alarm["dimensions"] == {d["Name"]: d["Value"] for d in status["Dimensions"]}
+        assert alarm["threshold"] == threshold and alarm["period"] == interval
+        assert alarm["comparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert status["Value"] >= s5["wal-gap-failure"]["threshold"]  # a FAILURE pages
+    assert s5["wal-gap-check"]["treatMissingData"] == "breaching"  # a silent check alarms
+    assert s5["wal-gap-check"]["evaluationPeriods"] == 2
 
 
 # --- S2: elasticity -------------------------------------------------------------------------------

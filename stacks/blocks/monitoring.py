@@ -35,6 +35,8 @@ class AlarmSpec:
     dimensions: dict[str, Any] = field(default_factory=dict)
     comparison: str = "GreaterThanThreshold"
     missing: str = "missing"
+    period_seconds: int = PERIOD_SECONDS
+    evaluation_periods: int = policy.ALARM_EVALUATION_PERIODS
 
 
 def alarm_specs(spec: EnvironmentSpec, server: Server, endpoint: Endpoint) -> list[AlarmSpec]:
@@ -42,6 +44,8 @@ def alarm_specs(spec: EnvironmentSpec, server: Server, endpoint: Endpoint) -> li
     instance = {"InstanceId": server.instance.id}
     data_mount = spec.layout.data_mount
     customer = {"Customer": spec.customer.id}
+    gap_check_seconds = int(policy.WAL_GAP_CHECK_INTERVAL.total_seconds())
+    gap_check_minutes = gap_check_seconds // 60
     balancer = {
         "LoadBalancer": endpoint.load_balancer.arn_suffix,
         "TargetGroup": endpoint.target_group.arn_suffix,
@@ -112,6 +116,36 @@ def alarm_specs(spec: EnvironmentSpec, server: Server, endpoint: Endpoint) -> li
             customer,
             missing="breaching",
         ),
+        # S5/S7: what the operations side's gap check publishes (backups.gapcheck.metric_data):
+        # 0 OK, 1 WARNING, 2 FAILURE. A warning, or a check that stopped reporting, alarms
+        # after two intervals; a missing segment (FAILURE) at once.
+        AlarmSpec(
+            "wal-gap-check",
+            "S5/S7: the WAL gap check warned or failed, or did not report for "
+            f"{2 * gap_check_minutes} min",
+            METRICS_NAMESPACE,
+            "WalGapCheckStatus",
+            "Maximum",
+            1,
+            customer,
+            comparison="GreaterThanOrEqualToThreshold",
+            missing="breaching",
+            period_seconds=gap_check_seconds,
+            evaluation_periods=2,
+        ),
+        AlarmSpec(
+            "wal-gap-failure",
+            "S6/S7: a WAL segment or backup is missing from a repository (gap check FAILURE)",
+            METRICS_NAMESPACE,
+            "WalGapCheckStatus",
+            "Maximum",
+            2,
+            customer,
+            comparison="GreaterThanOrEqualToThreshold",
+            missing="notBreaching",
+            period_seconds=gap_check_seconds,
+            evaluation_periods=1,
+        ),
         AlarmSpec(
             "response-time",
             f"S5: target response time above {policy.TARGET_RESPONSE_TIME_ALARM_SECONDS} s",
@@ -162,8 +196,8 @@ def monitoring(
             metric_name=alarm.metric,
             statistic=alarm.statistic,
             dimensions=alarm.dimensions,
-            period=PERIOD_SECONDS,
-            evaluation_periods=policy.ALARM_EVALUATION_PERIODS,
+            period=alarm.period_seconds,
+            evaluation_periods=alarm.evaluation_periods,
             threshold=alarm.threshold,
             comparison_operator=alarm.comparison,
             treat_missing_data=alarm.missing,
