@@ -9,25 +9,32 @@ warning (``verify``: late, behind or unreachable).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import atexit
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import paramiko
 import typer
 from rich.table import Table
 
 from backups.gapcheck import GapCheckResult, Outcome, publish_metrics, verify
 from backups.info import BackupType
-from backups.pgbackrest import LocalPgBackRest, PgBackRest, PgBackRestError
+from backups.pgbackrest import LocalPgBackRest, PgBackRest, PgBackRestError, SshPgBackRest
 from backups.retention import ExpireReport, RetentionRefused, expire
 from backups.runs import list_backups, run_backups
 from backups.schedule import scheduled_type
-from erpcloud.cli_common import CustomersDir, JsonFlag, load_valid_customer
+from erpcloud.cli_common import CustomersDir, JsonFlag, load_valid_customer, load_valid_fleet
 from erpcloud.fleet import CUSTOMERS_DIR
-from erpcloud.model import Customer
+from erpcloud.model import Customer, Environment
 from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED, console, emit, fail
+from erpcloud.render import HostLayout
+from erpcloud.ssh import HostKeyError
+from maintenance.errors import ChangeFileError
 
 backup_app = typer.Typer(
     help="Backups (S6) and WAL archiving (S7): run, list, verify (the gap check), expire.",
@@ -37,12 +44,25 @@ backup_app = typer.Typer(
 CustomerArg = Annotated[str, typer.Argument(help="Customer id (the file's stem).")]
 
 
+InventoryOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--inventory",
+        envvar="ERPCLOUD_INVENTORY",
+        help="Reach production's pgBackRest over SSH through this maintenance inventory "
+        "(default: the customer's running local target).",
+    ),
+]
+
+
 @dataclass
 class BackupTarget:
     """Where a customer's pgBackRest runs, and how to reach its CloudWatch (S5)."""
 
     runner: PgBackRest
     cloudwatch: Callable[[str], Any] | None = None  # region → boto3 CloudWatch client
+    #: How it was reached, for the report ("local target", or the SSH host).
+    via: str = "local target"
 
 
 def local_backup_target(customer: Customer) -> BackupTarget:
@@ -56,7 +76,52 @@ def local_backup_target(customer: Customer) -> BackupTarget:
     )
 
 
-#: How the commands find a customer's pgBackRest (replaceable: tests, real hosts).
+def inventory_backup_target(
+    customer: Customer, inventory_file: Path, fleet: Mapping[str, Customer]
+) -> BackupTarget:
+    """Production's pgBackRest on its host, from the maintenance inventory (pinned host key,
+    ``sudo -n -u postgres``). CloudWatch is boto3's own configuration (the operations role on
+    AWS; ``AWS_ENDPOINT_URL`` for an emulator)."""
+    import boto3
+
+    from localtarget.s3 import emulator_pgbackrest_env
+    from maintenance.inventory import load_inventory, write_known_hosts
+
+    inventory = load_inventory(inventory_file, fleet)
+    host = next(
+        (
+            h
+            for h in inventory.hosts
+            if h.customer == customer.id and h.environment is Environment.PRODUCTION
+        ),
+        None,
+    )
+    if host is None or host.db is None or not host.has_backups:
+        raise ValueError(f"{inventory_file}: no production host with a stanza for {customer.id}")
+    if host.db.stanza != customer.stanza:
+        raise ValueError(
+            f"{inventory_file}: host {host.name} has stanza {host.db.stanza!r}, the customer "
+            f"file says {customer.stanza!r}"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="erpcloud-backup-ssh-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    known_hosts = write_known_hosts(inventory, folder / "known_hosts")
+    layout = HostLayout(
+        pg_port=host.db.port,
+        pg_socket_dir=host.db.socket_dir or "",
+        pgbackrest_config=host.db.pgbackrest_config,
+        conf_d=host.db.conf_d,
+    )
+    env = emulator_pgbackrest_env() if host.db.s3_emulator_keys else {}
+    target = inventory.target(host, known_hosts)
+    return BackupTarget(
+        SshPgBackRest(target, customer.stanza, layout, env),
+        lambda region: boto3.client("cloudwatch", region_name=region),
+        via=f"{host.name} over SSH ({target.user}@{target.host}:{target.port})",
+    )
+
+
+#: How the commands find a customer's pgBackRest without an inventory (replaceable in tests).
 resolve_target: Callable[[Customer], BackupTarget] = local_backup_target
 
 
@@ -64,7 +129,18 @@ def _customer(customer_id: str, directory: Path, as_json: bool) -> Customer:
     return load_valid_customer(customer_id, directory, as_json)
 
 
-def _target(customer: Customer, as_json: bool) -> BackupTarget:
+def _target(
+    customer: Customer, as_json: bool, inventory: Path | None = None, directory: Path = Path()
+) -> BackupTarget:
+    if inventory is not None:
+        try:
+            return inventory_backup_target(
+                customer, inventory, load_valid_fleet(directory, as_json)
+            )
+        except ChangeFileError as exc:
+            fail(f"{inventory}: invalid inventory", as_json, EXIT_BAD_INPUT, map(str, exc.errors))
+        except ValueError as exc:
+            fail(str(exc), as_json, EXIT_BAD_INPUT)
     try:
         return resolve_target(customer)
     except (RuntimeError, OSError) as exc:
@@ -86,11 +162,12 @@ def run_command(
         typer.Option("--type", help="full, diff or incr (default: tonight's per the schedule)."),
     ] = None,
     directory: CustomersDir = CUSTOMERS_DIR,
+    inventory: InventoryOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Back up the database to both repositories, the primary region first (S6)."""
     customer = _customer(customer_id, directory, as_json)
-    target = _target(customer, as_json)
+    target = _target(customer, as_json, inventory, directory)
     chosen = backup_type or scheduled_type(datetime.now(customer.timezone).date())
     progress = (lambda _: None) if as_json else (lambda line: console.print(f"… {line}"))
     result = run_backups(target.runner, customer, chosen, progress)
@@ -111,11 +188,12 @@ def run_command(
 def list_command(
     customer_id: CustomerArg,
     directory: CustomersDir = CUSTOMERS_DIR,
+    inventory: InventoryOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The backup sets in each repository, from pgBackRest's info."""
     customer = _customer(customer_id, directory, as_json)
-    target = _target(customer, as_json)
+    target = _target(customer, as_json, inventory, directory)
     try:
         backups = list_backups(target.runner, customer)
     except PgBackRestError as exc:
@@ -169,6 +247,7 @@ def verify_command(
         bool, typer.Option("--publish", help="Also put the result to CloudWatch (S5 metrics).")
     ] = False,
     directory: CustomersDir = CUSTOMERS_DIR,
+    inventory: InventoryOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The WAL gap check: every segment from the oldest kept backup on, in each repository.
@@ -177,8 +256,11 @@ def verify_command(
     1 FAILURE (a segment missing: the first one and its repository are named).
     """
     customer = _customer(customer_id, directory, as_json)
-    target = _target(customer, as_json)
-    result = verify(target.runner, customer)
+    target = _target(customer, as_json, inventory, directory)
+    try:
+        result = verify(target.runner, customer)
+    except (OSError, paramiko.SSHException, HostKeyError) as exc:
+        fail(f"{customer.id}: {target.via} cannot be reached: {exc}", as_json)
     published: list[dict[str, Any]] = []
     if publish:
         if target.cloudwatch is None:
@@ -188,6 +270,7 @@ def verify_command(
         "ok": result.status is Outcome.OK,
         **result.__dict__,
         "exit_code": result.exit_code,
+        "via": target.via,
         "published_metrics": [m["MetricName"] for m in published],
     }
     emit(document, as_json, lambda: _print_gap_check(result, customer))
@@ -230,6 +313,7 @@ def expire_command(
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan only.")] = False,
     directory: CustomersDir = CUSTOMERS_DIR,
+    inventory: InventoryOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Expire backups (and their WAL) past the retention per repository; never the newest full."""
@@ -240,7 +324,7 @@ def expire_command(
             as_json,
             EXIT_BAD_INPUT,
         )
-    target = _target(customer, as_json)
+    target = _target(customer, as_json, inventory, directory)
     try:
         report = expire(
             target.runner,

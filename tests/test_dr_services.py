@@ -39,13 +39,14 @@ from dr.sql import compare_tables, parse_tables, psql_argv, sums_script
 from erpcloud import policy
 from erpcloud.cli import app
 from erpcloud.fleet import load_fleet
-from erpcloud.model import Customer
-from erpcloud.render import PRODUCT_DATABASE
+from erpcloud.model import Customer, Environment
+from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED
+from erpcloud.render import METRICS_NAMESPACE, PRODUCT_DATABASE
 from localtarget import sampledata, target
 from localtarget.postgres import run_as_postgres
 from localtarget.processes import free_port, pid_alive
 from localtarget.sampledata import OrderWriter
-from localtarget.sshhost import SshHost, account_exists
+from localtarget.sshhost import SshHost, account_exists, generate_keypair
 
 from .conftest import CUSTOMERS, REPO_ROOT
 
@@ -390,3 +391,50 @@ def test_history_lists_the_drills_and_flags_nobody_drilled_this_year(
     flagged = CliRunner().invoke(app, ["dr", "history", *common, "--as-of", later, "--json"])
     assert flagged.exit_code == 1
     assert json.loads(flagged.output)["overdue"] == [production.customer.id]
+
+
+# --- the gap check from the operations side, over SSH (S5-S7) ----------------------------------
+def test_gap_check_over_ssh_through_the_inventory_publishes_to_cloudwatch(
+    production: Production, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """`erpcloud backup verify --inventory`: production's pgBackRest reached over SSH with the
+    host key pinned, the result put to CloudWatch through boto3's own configuration."""
+    aws = production.running.aws
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    customer = production.customer
+    inventory = production.running.state.inventory
+    common = ["--customers", str(production.customers_dir), "--inventory", inventory]
+    result = CliRunner().invoke(
+        app, ["backup", "verify", customer.id, *common, "--publish", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    host = production.running.state.host(Environment.PRODUCTION)
+    assert document["status"] == "OK"
+    assert document["via"].endswith(f"over SSH ({host.ops_user}@127.0.0.1:{host.port})")
+    assert [c["status"] for c in document["repositories"]] == ["OK", "OK"]
+    cloudwatch = aws.client("cloudwatch", customer.region)
+    listed = cloudwatch.list_metrics(Namespace=METRICS_NAMESPACE, MetricName="WalGapCheckStatus")
+    dimensions = [m["Dimensions"] for m in listed["Metrics"]]
+    assert [{"Name": "Customer", "Value": customer.id}] in dimensions
+
+    # A host whose key is not the pinned one is refused, loudly, before any command runs.
+    another_key = generate_keypair(tmp_path / "another" / "id_ed25519", "another host")
+    tampered = tmp_path / "inventory-wrong-key.yaml"
+    data = yaml.safe_load(Path(inventory).read_text())
+    for entry in data["hosts"]:
+        entry["ssh"]["host_key"] = another_key
+    tampered.write_text(yaml.safe_dump(data))
+    refused = CliRunner().invoke(
+        app, ["backup", "verify", customer.id, "--customers", str(production.customers_dir),
+              "--inventory", str(tampered), "--json"],
+    )  # fmt: skip
+    assert refused.exit_code == EXIT_FAILED, refused.output
+    error = json.loads(refused.output)["error"]
+    assert "cannot be reached" in error and "host key changed" in error and "refusing" in error
+    missing = CliRunner().invoke(
+        app, ["backup", "list", customer.id, *common[:2], "--inventory", "/nonexistent.yaml"]
+    )
+    assert missing.exit_code == EXIT_BAD_INPUT and "/nonexistent.yaml" in missing.output
