@@ -9,35 +9,40 @@ warning (``verify``: late, behind or unreachable).
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 import paramiko
 import typer
 from rich.table import Table
 
+from backups.fleetcheck import DEFAULT_WORKERS, FleetEntry, check_fleet
 from backups.gapcheck import GapCheckResult, Outcome, publish_metrics, verify
 from backups.info import BackupType
-from backups.pgbackrest import LocalPgBackRest, PgBackRest, PgBackRestError, SshPgBackRest
+from backups.pgbackrest import PgBackRestError
 from backups.retention import ExpireReport, RetentionRefused, expire
 from backups.runs import list_backups, run_backups
 from backups.schedule import scheduled_type
+from backups.targets import (
+    BackupTarget,
+    inventory_backup_target,
+    inventory_backup_targets,
+    local_backup_target,
+)
 from erpcloud.cli_common import CustomersDir, JsonFlag, load_valid_customer, load_valid_fleet
+from erpcloud.files import write_atomic
 from erpcloud.fleet import CUSTOMERS_DIR
-from erpcloud.model import Customer, Environment
+from erpcloud.model import Customer
 from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED, console, emit, fail
-from erpcloud.render import HostLayout
+from erpcloud.render import render_gap_check_units
 from erpcloud.ssh import HostKeyError
 from maintenance.errors import ChangeFileError
 
 backup_app = typer.Typer(
-    help="Backups (S6) and WAL archiving (S7): run, list, verify (the gap check), expire.",
+    help="Backups (S6) and WAL archiving (S7): run, list, verify (the gap check, one customer "
+    "or the fleet), expire.",
     no_args_is_help=True,
 )
 
@@ -53,72 +58,6 @@ InventoryOption = Annotated[
         "(default: the customer's running local target).",
     ),
 ]
-
-
-@dataclass
-class BackupTarget:
-    """Where a customer's pgBackRest runs, and how to reach its CloudWatch (S5)."""
-
-    runner: PgBackRest
-    cloudwatch: Callable[[str], Any] | None = None  # region → boto3 CloudWatch client
-    #: How it was reached, for the report ("local target", or the SSH host).
-    via: str = "local target"
-
-
-def local_backup_target(customer: Customer) -> BackupTarget:
-    """The customer's running local target (``erpcloud local up``)."""
-    from localtarget.target import attach
-
-    target = attach(customer)
-    return BackupTarget(
-        LocalPgBackRest(target.instance),
-        lambda region: target.aws.client("cloudwatch", region),
-    )
-
-
-def inventory_backup_target(
-    customer: Customer, inventory_file: Path, fleet: Mapping[str, Customer]
-) -> BackupTarget:
-    """Production's pgBackRest on its host, from the maintenance inventory (pinned host key,
-    ``sudo -n -u postgres``). CloudWatch is boto3's own configuration (the operations role on
-    AWS; ``AWS_ENDPOINT_URL`` for an emulator)."""
-    import boto3
-
-    from localtarget.s3 import emulator_pgbackrest_env
-    from maintenance.inventory import load_inventory, write_known_hosts
-
-    inventory = load_inventory(inventory_file, fleet)
-    host = next(
-        (
-            h
-            for h in inventory.hosts
-            if h.customer == customer.id and h.environment is Environment.PRODUCTION
-        ),
-        None,
-    )
-    if host is None or host.db is None or not host.has_backups:
-        raise ValueError(f"{inventory_file}: no production host with a stanza for {customer.id}")
-    if host.db.stanza != customer.stanza:
-        raise ValueError(
-            f"{inventory_file}: host {host.name} has stanza {host.db.stanza!r}, the customer "
-            f"file says {customer.stanza!r}"
-        )
-    folder = Path(tempfile.mkdtemp(prefix="erpcloud-backup-ssh-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    known_hosts = write_known_hosts(inventory, folder / "known_hosts")
-    layout = HostLayout(
-        pg_port=host.db.port,
-        pg_socket_dir=host.db.socket_dir or "",
-        pgbackrest_config=host.db.pgbackrest_config,
-        conf_d=host.db.conf_d,
-    )
-    env = emulator_pgbackrest_env() if host.db.s3_emulator_keys else {}
-    target = inventory.target(host, known_hosts)
-    return BackupTarget(
-        SshPgBackRest(target, customer.stanza, layout, env),
-        lambda region: boto3.client("cloudwatch", region_name=region),
-        via=f"{host.name} over SSH ({target.user}@{target.host}:{target.port})",
-    )
 
 
 #: How the commands find a customer's pgBackRest without an inventory (replaceable in tests).
@@ -275,6 +214,107 @@ def verify_command(
     }
     emit(document, as_json, lambda: _print_gap_check(result, customer))
     raise SystemExit(result.exit_code)
+
+
+@backup_app.command("verify-fleet")
+def verify_fleet_command(
+    inventory: Annotated[
+        Path,
+        typer.Option(
+            "--inventory",
+            envvar="ERPCLOUD_INVENTORY",
+            help="The maintenance inventory: every production host with a stanza is checked.",
+        ),
+    ],
+    publish: Annotated[
+        bool, typer.Option("--publish", help="Put each result to CloudWatch (S5 alarms).")
+    ] = False,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Hosts checked at once.")] = (
+        DEFAULT_WORKERS
+    ),
+    directory: CustomersDir = CUSTOMERS_DIR,
+    as_json: JsonFlag = False,
+) -> None:
+    """The gap check on every production host of the inventory (what the operations timer runs
+    every WAL_GAP_CHECK_INTERVAL). Exit: the worst outcome (0 OK, 3 WARNING, 1 FAILURE)."""
+    fleet = load_valid_fleet(directory, as_json)
+    try:
+        targets = inventory_backup_targets(inventory, fleet)
+    except ChangeFileError as exc:
+        fail(f"{inventory}: invalid inventory", as_json, EXIT_BAD_INPUT, map(str, exc.errors))
+    except ValueError as exc:
+        fail(str(exc), as_json, EXIT_BAD_INPUT)
+
+    def progress(entry: FleetEntry) -> None:
+        if not as_json:
+            console.print(f"… {entry.customer}: {entry.status.value}", markup=False)
+
+    checked = check_fleet(fleet, targets, publish, workers, progress)
+
+    def human() -> None:
+        table = Table(title=f"WAL gap check of {len(checked.entries)} production host(s)")
+        for column in ("customer", "status", "repositories", "via", "published"):
+            table.add_column(column)
+        for entry in checked.entries:
+            repos = (
+                ", ".join(f"{c.repo.name}: {c.status.value}" for c in entry.result.repositories)
+                if entry.result
+                else entry.error or "-"
+            )
+            published = entry.publish_error or ("yes" if entry.published else "-")
+            table.add_row(entry.customer, entry.status.value, repos, entry.via, published)
+        console.print(table)
+
+    emit(
+        {
+            "ok": checked.status is Outcome.OK,
+            "status": checked.status,
+            "exit_code": checked.exit_code,
+            "checked": len(checked.entries),
+            "entries": checked.entries,
+        },
+        as_json,
+        human,
+    )
+    raise SystemExit(checked.exit_code)
+
+
+@backup_app.command("ops-units")
+def ops_units_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the two unit files.")],
+    inventory: Annotated[
+        str, typer.Option("--inventory", help="The inventory's path on the operations host.")
+    ] = "/etc/erpcloud/inventory.yaml",
+    customers: Annotated[
+        str, typer.Option("--customers", help="The customer files' folder there.")
+    ] = "/srv/erpcloud/customers",
+    erpcloud: Annotated[
+        str, typer.Option("--erpcloud", help="The erpcloud program there.")
+    ] = "/srv/erpcloud/.venv/bin/erpcloud",
+    user: Annotated[str, typer.Option("--user", help="The account that runs it.")] = (
+        "erpcloud-ops"
+    ),
+    as_json: JsonFlag = False,
+) -> None:
+    """Render the operations host's systemd timer for `backup verify-fleet --publish` (S5-S7)."""
+    for name, value in (("--inventory", inventory), ("--customers", customers)):
+        if not value.startswith("/"):
+            fail(f"{name}: {value!r} must be an absolute path on the host", as_json, EXIT_BAD_INPUT)
+    if not erpcloud.startswith("/"):
+        fail(f"--erpcloud: {erpcloud!r} must be an absolute path", as_json, EXIT_BAD_INPUT)
+    units = render_gap_check_units(
+        erpcloud, inventory, customers, str(PurePosixPath(customers).parent), user
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in units.items():
+        write_atomic(out / name, text, mode=0o644)
+        written.append(str(out / name))
+    emit(
+        {"ok": True, "written": written},
+        as_json,
+        lambda: console.print("\n".join(f"wrote {path}" for path in written)),
+    )
 
 
 # --- expire ---------------------------------------------------------------------------------------

@@ -234,6 +234,33 @@ def render_backup_units(customer: Customer, layout: HostLayout) -> dict[str, str
     }
 
 
+def render_gap_check_units(
+    erpcloud: str,
+    inventory: str,
+    customers_dir: str,
+    working_dir: str,
+    user: str = "erpcloud-ops",
+) -> dict[str, str]:
+    """S5-S7: the operations host's timer running the fleet's WAL gap check every
+    ``WAL_GAP_CHECK_INTERVAL`` (no secret: the host's role signs for CloudWatch)."""
+    seconds = int(policy.WAL_GAP_CHECK_INTERVAL.total_seconds())
+    context = {
+        "erpcloud": erpcloud,
+        "inventory": inventory,
+        "customers_dir": customers_dir,
+        "working_dir": working_dir,
+        "user": user,
+        "interval_seconds": seconds,
+        "interval_minutes": seconds // 60,
+    }
+    return {
+        "erpcloud-gap-check.service": render_template(
+            "ops/erpcloud-gap-check.service.j2", **context
+        ),
+        "erpcloud-gap-check.timer": render_template("ops/erpcloud-gap-check.timer.j2", **context),
+    }
+
+
 def render_cloudwatch_agent_config(customer: Customer, layout: HostLayout) -> str:
     """S5: CPU, memory, disk use, disk activity and network, plus the database logs."""
     text = render_template(

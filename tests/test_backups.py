@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from backups.fleetcheck import check_fleet
 from backups.gapcheck import (
     GapCheckResult,
     Outcome,
@@ -31,6 +33,7 @@ from backups.gapcheck import (
 from backups.info import BackupSet, BackupType, Repository, parse_info
 from backups.retention import RetentionRefused, audit, check_retention, plan_expiry
 from backups.schedule import nightly_backups, restorable_days, scheduled_type, start_of
+from backups.targets import BackupTarget
 from backups.wal import (
     WAL_SEGMENT_SIZE,
     Segment,
@@ -611,3 +614,74 @@ def test_commands_need_a_running_local_target(tmp_path: Path):
     assert "no local target for 'bk-nolocal'" in error and "erpcloud local up" in error
     unknown = CliRunner().invoke(app, ["backup", "list", "nobody", "--customers", str(tmp_path)])
     assert unknown.exit_code == 2
+
+
+# --- the gap check across the fleet, and the operations timer (S5-S7) -----------------------------
+class _Runner:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_fleet_check_reports_every_host_and_the_worst_outcome(sample_fleet: dict[str, Customer]):
+    """One host's failure or trouble never stops the others; the worst outcome is the exit."""
+    outcomes = {"acme-retail": Outcome.OK, "maison-dupont": Outcome.FAILURE}
+    runners = {c: _Runner() for c in (*outcomes, "northwind-trading")}
+
+    def check(runner: _Runner, customer: Customer) -> GapCheckResult:
+        if customer.id == "northwind-trading":
+            raise OSError("connection refused")
+        return GapCheckResult(customer.id, datetime.now(UTC), outcomes[customer.id], [])
+
+    published: list[str] = []
+
+    class CloudWatch:
+        def put_metric_data(self, Namespace: str, MetricData: list[dict[str, Any]]) -> None:
+            published.extend(d["Dimensions"][0]["Value"] for d in MetricData)
+
+    targets = {
+        c: BackupTarget(runners[c], lambda _region: CloudWatch(), via=f"{c}-production")  # type: ignore[arg-type]
+        for c in runners
+    }
+    checked = check_fleet(sample_fleet, targets, publish=True, workers=2, check=check)
+    by_customer = {e.customer: e for e in checked.entries}
+    assert [e.customer for e in checked.entries] == sorted(runners)
+    assert by_customer["acme-retail"].status is Outcome.OK
+    assert by_customer["maison-dupont"].status is Outcome.FAILURE
+    unreachable = by_customer["northwind-trading"]
+    assert unreachable.status is Outcome.WARNING and unreachable.result is None
+    assert unreachable.error == "connection refused" and not unreachable.published
+    assert sorted(published) == ["acme-retail", "maison-dupont"]  # silence for the unreachable
+    assert checked.status is Outcome.FAILURE and checked.exit_code == EXIT_FAILED
+    assert all(r.closed for r in runners.values())
+    only_ok = check_fleet(sample_fleet, {"acme-retail": targets["acme-retail"]}, check=check)
+    assert only_ok.exit_code == EXIT_OK
+
+
+def test_the_operations_timer_runs_the_fleet_gap_check_every_interval(tmp_path: Path):
+    erpcloud = str(Path(sys.executable).parent / "erpcloud")
+    result = CliRunner().invoke(
+        app, ["backup", "ops-units", "--out", str(tmp_path), "--erpcloud", erpcloud,
+              "--user", "root", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.output)["written"]) == 2
+    verified = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *sorted(str(p) for p in tmp_path.iterdir())],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
+    service = (tmp_path / "erpcloud-gap-check.service").read_text()
+    timer = (tmp_path / "erpcloud-gap-check.timer").read_text()
+    interval = policy.WAL_GAP_CHECK_INTERVAL.total_seconds()
+    assert f"OnUnitActiveSec={interval / 60:.0f}min" in timer
+    assert f"TimeoutStartSec={interval:.0f}" in service  # a run never overlaps the next
+    assert f"ExecStart={erpcloud} backup verify-fleet --publish --json" in service
+    assert "SuccessExitStatus=3" in service  # a warning is an outcome; a missing segment fails
+    relative = CliRunner().invoke(
+        app, ["backup", "ops-units", "--out", str(tmp_path / "x"), "--inventory", "inv.yaml"]
+    )
+    assert relative.exit_code == 2 and "--inventory" in relative.output
+    assert not (tmp_path / "x").exists()

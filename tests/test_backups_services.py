@@ -24,13 +24,13 @@ import yaml
 from typer.testing import CliRunner
 
 import backups.cli
-from backups.cli import BackupTarget
 from backups.gapcheck import Outcome, verify
 from backups.info import customer_repositories
 from backups.pgbackrest import LocalPgBackRest, SshPgBackRest
 from backups.restore import restore
 from backups.retention import plan_expiry
 from backups.runs import stanza_info
+from backups.targets import BackupTarget
 from erpcloud import policy
 from erpcloud.cli import app
 from erpcloud.fleet import load_fleet

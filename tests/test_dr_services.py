@@ -420,6 +420,13 @@ def test_gap_check_over_ssh_through_the_inventory_publishes_to_cloudwatch(
     dimensions = [m["Dimensions"] for m in listed["Metrics"]]
     assert [{"Name": "Customer", "Value": customer.id}] in dimensions
 
+    # The fleet-wide run the operations timer makes: the inventory's one production host.
+    fleet = CliRunner().invoke(app, ["backup", "verify-fleet", *common, "--publish", "--json"])
+    assert fleet.exit_code == 0, fleet.output
+    (entry,) = json.loads(fleet.output)["entries"]
+    assert entry["customer"] == customer.id and entry["status"] == "OK"
+    assert "WalGapCheckStatus" in entry["published"] and entry["via"] == document["via"]
+
     # A host whose key is not the pinned one is refused, loudly, before any command runs.
     another_key = generate_keypair(tmp_path / "another" / "id_ed25519", "another host")
     tampered = tmp_path / "inventory-wrong-key.yaml"
