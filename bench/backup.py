@@ -61,14 +61,9 @@ def pgbench(instance: LocalInstance, *args: str, timeout: float = 3600) -> None:
 
 def wait_archive_caught_up(instance: LocalInstance, timeout: float = 1800) -> float:
     """Until every finished segment is archived (the init's WAL must not slow the backup)."""
-    psql = instance.cluster.psql
     started = time.monotonic()
-    target = psql("SELECT pg_walfile_name(pg_switch_wal())")
-    while time.monotonic() - started < timeout:
-        if psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= target:
-            return time.monotonic() - started
-        time.sleep(1)
-    raise RuntimeError(f"archive did not reach {target} in {timeout:.0f} s")
+    instance.switch_wal_and_wait(timeout)
+    return time.monotonic() - started
 
 
 def tls_s3(aws: LocalAws, region: str) -> Any:

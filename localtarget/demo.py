@@ -144,7 +144,7 @@ def step_gap_check(context: DemoContext) -> str:
     from backups.pgbackrest import LocalPgBackRest
 
     running = context.need_target()
-    running.instance.cluster.psql("SELECT pg_switch_wal()")
+    running.instance.switch_wal_and_wait()  # the check then covers every write so far
     result = verify(LocalPgBackRest(running.instance), context.need_customer())
     if result.status is not Outcome.OK:
         details = "; ".join(f.message for f in result.findings)

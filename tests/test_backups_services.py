@@ -217,7 +217,7 @@ def two_writes(instance: LocalInstance, backed_up: dict[str, Any]) -> str:
     target = psql("SELECT now()")
     time.sleep(1.0)
     psql("INSERT INTO pitr VALUES ('second')")
-    wait_archived(instance, psql("SELECT pg_walfile_name(pg_switch_wal())"))
+    instance.switch_wal_and_wait()
     return target
 
 
@@ -546,7 +546,7 @@ def test_verify_follows_a_timeline_switch(second: LocalInstance, customers_dir: 
     target = psql("SELECT now()")
     time.sleep(1.0)
     psql("INSERT INTO tl VALUES ('undone')")
-    wait_archived(second, psql("SELECT pg_walfile_name(pg_switch_wal())"))
+    second.switch_wal_and_wait()
     second.stop()
     restore(
         runner,
