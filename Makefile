@@ -5,7 +5,8 @@ SHELL := /bin/bash
 
 # Real components the platform drives (see README "What runs for real").
 APT_PACKAGES := postgresql-15 postgresql-client-15 pgbackrest stunnel4 openssh-server \
-	openssh-client cloud-init sudo lz4 python3.11 python3.11-venv ca-certificates git make
+	openssh-client cloud-init sudo lz4 python3.11 python3.11-venv ca-certificates git make \
+	systemd-container debootstrap iproute2
 # Debian's interpreter, not one under /root: the `postgres` user must be able to run what
 # the project installs.
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3.11) python3.11)

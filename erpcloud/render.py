@@ -43,6 +43,7 @@ CLOUD_CONFIG_KEYS: Final[frozenset[str]] = frozenset(
         "hostname",
         "fqdn",
         "timezone",
+        "manage_etc_hosts",
         "disable_root",
         "ssh_pwauth",
         "users",
@@ -82,11 +83,11 @@ def render_template(name: str, **context: Any) -> str:
 # --- where things are on a host ---------------------------------------------------------------
 @dataclass(frozen=True)
 class HostLayout:
-    """Paths and ports on a database host. Production's are the Ubuntu/PGDG defaults; the local
-    target uses its own private directories with the same rendered files."""
+    """Paths and ports on a database host. Production's are Debian 13's defaults (the image,
+    S1); the host-process stand-in still uses its own private directories."""
 
-    pg_version: int = 15
-    pg_data: str = "/var/lib/postgresql/15/main"
+    pg_version: int = 17
+    pg_data: str = "/var/lib/postgresql/17/main"
     pg_port: int = 5432
     pg_socket_dir: str = ""  # empty: the distribution default
     listen_addresses: str = "localhost"  # the product runs on the same host
@@ -95,7 +96,7 @@ class HostLayout:
     log_path: str = "/var/log/pgbackrest"
     lock_path: str = "/tmp/pgbackrest"  # noqa: S108 - pgBackRest's own default
     data_mount: str = "/var/lib/postgresql"
-    conf_d: str = "/etc/postgresql/15/main/conf.d"
+    conf_d: str = "/etc/postgresql/17/main/conf.d"
 
 
 @dataclass(frozen=True)
@@ -291,8 +292,14 @@ class HostFile:
     owner: str = "root:root"
 
 
-def host_files(customer: Customer, environment: Environment, layout: HostLayout) -> list[HostFile]:
-    """Every file cloud-init writes on one environment's instance."""
+def host_files(
+    customer: Customer,
+    environment: Environment,
+    layout: HostLayout,
+    repos: tuple[S3Repo, ...] | None = None,
+) -> list[HostFile]:
+    """Every file cloud-init writes on one environment's instance (``repos``: where the backups
+    go, when not the customer's AWS buckets)."""
     host = customer.url_host if environment is Environment.PRODUCTION else customer.test_url_host
     users = [u.name for u in customer.ssh.users] + [policy.OPERATIONS_USER]
     files = [
@@ -334,7 +341,7 @@ def host_files(customer: Customer, environment: Environment, layout: HostLayout)
         files.append(
             HostFile(
                 layout.pgbackrest_config,
-                render_pgbackrest_conf(customer, layout),
+                render_pgbackrest_conf(customer, layout, repos),
                 mode="0640",
                 owner="postgres:postgres",
             )
@@ -402,10 +409,12 @@ def render_user_data(
     environment: Environment = Environment.PRODUCTION,
     layout: HostLayout | None = None,
     ops_keys: tuple[str, ...] | None = None,
+    repos: tuple[S3Repo, ...] | None = None,
 ) -> str:
     """The cloud-init user-data of one environment's instance (S1, S4; S5-S7 production only).
 
-    ``ops_keys`` replaces the operations team's keys (the local target uses its own).
+    ``ops_keys`` replaces the operations team's keys and ``repos`` the backup repositories (the
+    local machines use their own keys and the S3 emulator).
     """
     chosen = layout or HostLayout()
     host = customer.url_host if environment is Environment.PRODUCTION else customer.test_url_host
@@ -418,7 +427,7 @@ def render_user_data(
         fqdn=host,
         timezone=policy.REGION_TIMEZONES[customer.region],
         users=login_users(customer, ops_keys),
-        files=host_files(customer, environment, chosen),
+        files=host_files(customer, environment, chosen, repos),
         backups=environment.has_backups,
         monitoring=environment.has_monitoring,
         cloudwatch_config_path=CLOUDWATCH_CONFIG_PATH,

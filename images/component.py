@@ -5,10 +5,11 @@ through the same model, so a wrong phase name, a duplicate step, an unknown acti
 without its inputs fails here, not in the pipeline. Scripts the image installs live in
 ``images/files/`` (checked with ``bash -n`` by the tests).
 
-What the image carries (S1): Ubuntu LTS (the parent image), PostgreSQL and pgBackRest (from
-the PostgreSQL project's repository), the product of one release, the CloudWatch agent and the
-AWS CLI (AWS-managed components in the recipe), and the units that mount the data volume and
-grow its file system (S2).
+What the image carries (S1): Debian 13 "trixie" (the parent image), PostgreSQL 17 and
+pgBackRest 2.55 from Debian's own archive, the product of one release, the CloudWatch agent and
+the AWS CLI (AWS-managed components in the recipe), and the units that mount the data volume and
+grow its file system (S2). The same document is built twice: by EC2 Image Builder on AWS, and
+on this machine by ``localtarget/image.py`` (a debootstrapped Debian 13 root).
 """
 
 from __future__ import annotations
@@ -28,9 +29,6 @@ _STEP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,127}$")
 #: Where the product archives are: ``s3://<bucket>/product/<release>/erp-<release>.tar.gz``
 #: with a ``.sha256`` file beside it.
 PRODUCT_PREFIX: Final = "product"
-PGDG_KEY_URL: Final = "https://www.postgresql.org/media/keys/ACCC4CF8.asc"
-PGDG_REPOSITORY: Final = "https://apt.postgresql.org/pub/repos/apt"
-PGDG_KEYRING: Final = "/usr/share/postgresql-common/pgdg/apt.postgresql.org.asc"
 
 
 class PhaseName(StrEnum):
@@ -172,11 +170,22 @@ def image_file(name: str) -> str:
     return resources.files("images").joinpath(f"files/{name}").read_text(encoding="utf-8")
 
 
+#: Where the build fetches the product archive (and its ``.sha256``) for the install step. On
+#: AWS the ``FetchProductArchive`` step downloads it from the artifact bucket; the local build
+#: (``localtarget/image.py``) puts the stand-in product's archive there instead, and runs every
+#: other step as written.
+PRODUCT_ARCHIVE_DIR: Final = "/var/tmp/erp-product"  # noqa: S108 - made 0700 by root first
+FETCH_PRODUCT_STEP: Final = "FetchProductArchive"
+#: Debian 13's own archive carries both (S1): no third-party repository in the image.
+IMAGE_PACKAGES: Final = ("pgbackrest", "xfsprogs", "lz4", "openssl")
+
+
 def product_component(release: str, artifact_bucket: str) -> ComponentDocument:
     """The build, validate and test steps of the product image for one release (S1, S2)."""
     layout = HostLayout()
     pg = layout.pg_version
     archive = f"s3://{artifact_bucket}/{PRODUCT_PREFIX}/{release}/erp-{release}.tar.gz"
+    staged = f"{PRODUCT_ARCHIVE_DIR}/erp.tar.gz"
     bash = Action.EXECUTE_BASH
     build = Phase(
         name=PhaseName.BUILD,
@@ -187,15 +196,24 @@ def product_component(release: str, artifact_bucket: str) -> ComponentDocument:
                 inputs={
                     "commands": [
                         "set -euo pipefail",
-                        "install -d -m 0755 /usr/share/postgresql-common/pgdg",
-                        f"curl -fsSL -o {PGDG_KEYRING} {PGDG_KEY_URL}",
-                        f'echo "deb [signed-by={PGDG_KEYRING}]'
-                        f' {PGDG_REPOSITORY} $(lsb_release -cs)-pgdg main"'
-                        " > /etc/apt/sources.list.d/pgdg.list",
                         "apt-get update -q",
                         "DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-                        f"postgresql-{pg} postgresql-client-{pg} pgbackrest xfsprogs lz4",
+                        "--no-install-recommends "
+                        f"postgresql-{pg} postgresql-client-{pg} {' '.join(IMAGE_PACKAGES)}",
                         "systemctl enable postgresql",
+                    ]
+                },
+                timeout_seconds=1800,
+            ),
+            Step(
+                name=FETCH_PRODUCT_STEP,
+                action=bash,
+                inputs={
+                    "commands": [
+                        "set -euo pipefail",
+                        f"install -d -m 0700 {PRODUCT_ARCHIVE_DIR}",
+                        f'aws s3 cp "{archive}" {staged}',
+                        f'aws s3 cp "{archive}.sha256" {staged}.sha256',
                     ]
                 },
                 timeout_seconds=1800,
@@ -208,18 +226,15 @@ def product_component(release: str, artifact_bucket: str) -> ComponentDocument:
                         "set -euo pipefail",
                         "id -u erp >/dev/null 2>&1 || useradd --system --home /opt/erp "
                         "--shell /usr/sbin/nologin erp",
-                        "workdir=$(mktemp -d)",
-                        f'aws s3 cp "{archive}" "$workdir/erp.tar.gz"',
-                        f'aws s3 cp "{archive}.sha256" "$workdir/erp.tar.gz.sha256"',
-                        'echo "$(cut -d" " -f1 "$workdir/erp.tar.gz.sha256")  $workdir/erp.tar.gz"'
+                        f'echo "$(cut -d" " -f1 {staged}.sha256)  {staged}"'
                         " | sha256sum --check --strict",
                         "install -d -o erp -g erp -m 0750 /opt/erp",
-                        'tar -xzf "$workdir/erp.tar.gz" -C /opt/erp --no-same-owner',
+                        f"tar -xzf {staged} -C /opt/erp --no-same-owner",
                         "chown -R erp:erp /opt/erp",
-                        'rm -rf "$workdir"',
+                        f"rm -rf {PRODUCT_ARCHIVE_DIR}",
                     ]
                 },
-                timeout_seconds=1800,
+                timeout_seconds=600,
             ),
             Step(
                 name="InstallDataVolumeUnits",
@@ -233,6 +248,11 @@ def product_component(release: str, artifact_bucket: str) -> ComponentDocument:
                     FileToCreate(
                         path="/usr/local/lib/erpcloud/growfs",
                         content=image_file("growfs.sh"),
+                        permissions="0755",
+                    ),
+                    FileToCreate(
+                        path="/usr/local/lib/erpcloud/product-database",
+                        content=image_file("product-database.sh"),
                         permissions="0755",
                     ),
                     FileToCreate(
@@ -255,7 +275,8 @@ def product_component(release: str, artifact_bucket: str) -> ComponentDocument:
                 inputs={
                     "commands": [
                         "set -euo pipefail",
-                        "systemctl daemon-reload",
+                        # enable reloads a running manager itself, and works offline too (the
+                        # local build runs the steps in a root that is not booted).
                         "systemctl enable erpcloud-data-volume.service erpcloud-growfs.timer",
                     ]
                 },
@@ -301,8 +322,8 @@ def product_component(release: str, artifact_bucket: str) -> ComponentDocument:
     return ComponentDocument(
         name=f"erpcloud-product-{release.lower()}",
         description=(
-            f"erpcloud product image {release}: PostgreSQL {pg}, pgBackRest, the product, "
-            "data volume units (S1, S2)"
+            f"erpcloud product image {release}: Debian 13, PostgreSQL {pg}, pgBackRest, "
+            "the product, data volume units (S1, S2)"
         ),
         phases=[build, validate, test],
     )

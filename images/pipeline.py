@@ -1,6 +1,6 @@
 """``ProductImagePipeline``: the EC2 Image Builder pipeline of the product image, per release (S1).
 
-Component (:mod:`images.component`) → recipe (Ubuntu LTS parent, AWS-managed update, CLI and
+Component (:mod:`images.component`) → recipe (Debian 13 parent, AWS-managed update, CLI and
 CloudWatch agent components, ours last; encrypted root volume) → infrastructure configuration
 (IMDSv2 build instances, terminated on failure) → distribution into every region customers run
 in, each AMI tagged as :mod:`images.lookup` finds it → pipeline on a monthly schedule ahead of
@@ -26,8 +26,11 @@ from images.component import PRODUCT_PREFIX, product_component
 from images.lookup import IMAGE_NAME, image_tags, pipeline_name
 
 COMPONENT_TYPE: Final = "erpcloud:index:ProductImagePipeline"
-#: The parent image: AWS-managed Ubuntu Server 22.04 LTS, newest version (S1: Ubuntu LTS).
-PARENT_IMAGE: Final = "ubuntu-server-22-lts-x86"
+#: The parent image: Debian 13 "trixie", the newest official AMI of the Debian cloud team, read
+#: from the public SSM parameter Debian publishes in every region (Image Builder resolves an
+#: ``ssm:`` parent at build time). The local build (localtarget/image.py) starts from the same
+#: release, so what boots locally is what boots on AWS.
+PARENT_IMAGE: Final = "ssm:/aws/service/debian/release/13/latest/amd64"
 #: AWS-managed components, in build order, before ours.
 MANAGED_COMPONENTS: Final = (
     "update-linux",
@@ -94,7 +97,7 @@ class ProductImagePipeline(pulumi.ComponentResource):
         recipe = aws.imagebuilder.ImageRecipe(
             f"{name}-recipe",
             name=pipeline_name(args.release),
-            parent_image=f"arn:aws:imagebuilder:{args.build_region}:aws:image/{PARENT_IMAGE}/x.x.x",
+            parent_image=PARENT_IMAGE,
             version=content_version(json.dumps([*managed, document.digest])),
             components=[
                 aws.imagebuilder.ImageRecipeComponentArgs(component_arn=arn)

@@ -90,7 +90,7 @@ class ManagedProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def wait_for_port(self, port: int, timeout: float = 30.0) -> None:
+    def wait_for_port(self, port: int, timeout: float = 30.0, host: str = LOOPBACK) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running():
@@ -98,7 +98,7 @@ class ManagedProcess:
                     f"{self.name} exited with code {self.exit_code()} before listening on "
                     f"{port}:\n{self.log_tail()}"
                 )
-            if port_open(port):
+            if port_open(port, host):
                 return
             time.sleep(0.05)
         raise ServiceError(

@@ -34,8 +34,9 @@ def moto_server_binary() -> str:
     return str(path)
 
 
-def write_self_signed_cert(directory: Path) -> tuple[Path, Path]:
-    """A throwaway certificate for 127.0.0.1/localhost (stunnel's server certificate)."""
+def write_self_signed_cert(directory: Path, address: str = LOOPBACK) -> tuple[Path, Path]:
+    """A throwaway certificate for localhost and ``address`` (stunnel's server certificate)."""
+    addresses = sorted({LOOPBACK, address})
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "erpcloud local S3")])
     now = dt.datetime.now(dt.UTC)
@@ -49,7 +50,10 @@ def write_self_signed_cert(directory: Path) -> tuple[Path, Path]:
         .not_valid_after(now + dt.timedelta(days=2))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
+                [
+                    x509.DNSName("localhost"),
+                    *(x509.IPAddress(ipaddress.ip_address(a)) for a in addresses),
+                ]
             ),
             critical=False,
         )
@@ -76,6 +80,8 @@ class LocalAws:
     root: Path
     http_port: int = field(default_factory=free_port)
     tls_port: int = field(default_factory=free_port)
+    #: Where the TLS proxy listens: loopback, or a local target's bridge (the machines' S3).
+    tls_host: str = LOOPBACK
     moto: ManagedProcess | None = field(default=None, init=False)
     tls_proxy: ManagedProcess | None = field(default=None, init=False)
 
@@ -97,14 +103,14 @@ class LocalAws:
 
     def start_tls_proxy(self) -> None:
         """stunnel: TLS on ``tls_port`` → moto. Stopped and started alone to simulate S3 down."""
-        cert, key = write_self_signed_cert(self.root / "tls")
+        cert, key = write_self_signed_cert(self.root / "tls", self.tls_host)
         conf = self.root / "stunnel.conf"
         conf.write_text(
             "foreground = yes\n"
             "pid =\n"
             "debug = warning\n"
             "[s3]\n"
-            f"accept = {LOOPBACK}:{self.tls_port}\n"
+            f"accept = {self.tls_host}:{self.tls_port}\n"
             f"connect = {LOOPBACK}:{self.http_port}\n"
             f"cert = {cert}\n"
             f"key = {key}\n"
@@ -115,7 +121,7 @@ class LocalAws:
             log_path=self.root / "stunnel.log",
         )
         self.tls_proxy.start()
-        self.tls_proxy.wait_for_port(self.tls_port)
+        self.tls_proxy.wait_for_port(self.tls_port, host=self.tls_host)
 
     def stop_tls_proxy(self) -> None:
         if self.tls_proxy is not None:

@@ -82,7 +82,8 @@ def test_the_image_installs_what_s1_promises(document):
     build = "\n".join(
         c for phase, s in document.steps() if phase is PhaseName.BUILD for c in s.commands
     )
-    assert "postgresql-15" in build and "pgbackrest" in build and "xfsprogs" in build
+    assert "postgresql-17" in build and "pgbackrest" in build and "xfsprogs" in build
+    assert "apt.postgresql.org" not in build  # Debian 13's own archive carries both (S1)
     assert f"s3://{ARTIFACTS}/product/25Q4/erp-25Q4.tar.gz" in build
     assert "sha256sum --check" in build
     files = {f.path: f for _, s in document.steps() for f in s.files}
@@ -131,9 +132,7 @@ def test_the_pipeline_resources(images_run: Recording, document, sample_fleet):
     arns = [c["componentArn"] for c in recipe["components"]]
     assert [a.split("/")[1] for a in arns[:-1]] == list(MANAGED_COMPONENTS)
     assert arns[-1] == component.outputs["arn"]  # ours last, after the CloudWatch agent
-    assert recipe["parentImage"].startswith(
-        f"arn:aws:imagebuilder:{BUILD_REGION}:aws:image/ubuntu-server-"
-    )
+    assert recipe["parentImage"] == "ssm:/aws/service/debian/release/13/latest/amd64"
     assert recipe["blockDeviceMappings"][0]["ebs"]["encrypted"] == "true"
     infrastructure = images_run.named("product-25q4-infrastructure").inputs
     assert infrastructure["instanceMetadataOptions"]["httpTokens"] == "required"

@@ -158,7 +158,7 @@ def test_the_documented_example_inventory_is_valid(sample_fleet: dict[str, Custo
     example = load_inventory(REPO_ROOT / "maintenance" / "inventory.example.yaml", sample_fleet)
     production = example.host("acme-retail-production")
     assert production.has_backups and production.db is not None
-    assert production.db.conf_d == "/etc/postgresql/15/main/conf.d"  # the production layout
+    assert production.db.conf_d == "/etc/postgresql/17/main/conf.d"  # the production layout
     assert not example.host("acme-retail-test").has_backups
     plan = plan_waves(example.hosts, sample_fleet)
     assert [w.label for w in plan.waves] == ["canary", "production"]

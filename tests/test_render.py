@@ -98,7 +98,7 @@ def _paths(data: dict) -> set[str]:
 def test_production_archives_wal_to_both_regions(sample_fleet: dict[str, Customer]):
     customer = sample_fleet["acme-retail"]
     data = yaml.safe_load(render_user_data(customer, Environment.PRODUCTION))
-    pg_conf = _file(data, "/etc/postgresql/15/main/conf.d/erpcloud.conf")
+    pg_conf = _file(data, "/etc/postgresql/17/main/conf.d/erpcloud.conf")
     assert "archive_mode = on" in pg_conf
     assert "archive-push %p" in pg_conf and "--stanza=acme-retail" in pg_conf
     assert f"archive_timeout = {int(policy.ARCHIVE_TIMEOUT.total_seconds())}s" in pg_conf
@@ -118,7 +118,7 @@ def test_test_environment_has_no_backups_and_no_monitoring(sample_fleet: dict[st
         data = yaml.safe_load(render_user_data(customer, Environment.TEST))
         paths = _paths(data)
         assert not any("pgbackrest" in p or "cloudwatch" in p or "metrics" in p for p in paths)
-        assert "archive_mode = off" in _file(data, "/etc/postgresql/15/main/conf.d/erpcloud.conf")
+        assert "archive_mode = off" in _file(data, "/etc/postgresql/17/main/conf.d/erpcloud.conf")
         commands = json.dumps(data["runcmd"])
         assert "pgbackrest" not in commands and "cloudwatch" not in commands
         assert data["fqdn"] == customer.test_url_host
