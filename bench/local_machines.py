@@ -42,8 +42,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import write_result
@@ -52,6 +50,7 @@ from erpcloud.cli_common import load_valid_customer
 from erpcloud.model import Customer
 from erpcloud.ssh import SshTarget
 from localtarget import machine, machines
+from localtarget.drillmachine import drill_user_data
 from localtarget.image import IMAGE_CACHE, ImageInfo, build_image
 from localtarget.processes import make_state_root
 from localtarget.sshhost import generate_keypair
@@ -214,25 +213,6 @@ def both_machines_once(customer: Customer) -> dict[str, Any]:
 
 
 # --- 4: one drill machine ------------------------------------------------------------------
-def drill_user_data(ops_public: str) -> str:
-    """Only the operations user, key-only, and /etc/hosts for sudo."""
-    document = {
-        "manage_etc_hosts": True,
-        "disable_root": True,
-        "ssh_pwauth": False,
-        "users": [
-            {
-                "name": policy.OPERATIONS_USER,
-                "shell": "/bin/bash",
-                "lock_passwd": True,
-                "sudo": "ALL=(ALL) NOPASSWD:ALL",
-                "ssh_authorized_keys": [ops_public],
-            }
-        ],
-    }
-    return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
-
-
 @contextlib.contextmanager
 def drill_network() -> Iterator[machine.Network]:
     network = machine.allocate_network()
@@ -253,7 +233,7 @@ def drill_machine_once(image: ImageInfo, root: Path, run: int) -> dict[str, Any]
             name="bench-drill",
             instance_id=f"i-{secrets.token_hex(9)[:17]}",
             image_root=image.root,
-            user_data=drill_user_data(ops_public),
+            user_data=drill_user_data("bench-drill", ops_public),
             network=network,
             slot=0,
         )

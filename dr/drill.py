@@ -2,9 +2,10 @@
 
 1. *production snapshot* (point drills only): production's user tables in one snapshot at a
    new restore point (:mod:`dr.sql`), then a WAL switch so the restore point gets archived;
-2. *drill host*: reach it (or create a fresh local one), check sudo, write a pgBackRest config
-   holding only the chosen repository (read-only use: the drill never runs ``stanza-create``,
-   ``backup`` or ``expire``);
+2. *drill host*: reach it (or make one for the drill: a drill machine from the customer's
+   image on the machines site, a fresh sshd host on the host-process stand-in), check sudo,
+   write a pgBackRest config holding only the chosen repository (read-only use: the drill
+   never runs ``stanza-create``, ``backup`` or ``expire``);
 3. *plan*: read the repository from the drill host, pick the backup set and the WAL range, and
    stop at the first missing segment (:mod:`dr.plan`);
 4. *space*: the drill host must have room for the restore;
@@ -14,8 +15,10 @@
    recovery reaches its target and promotes;
 7. *verify*: equality with production's snapshot, the product's health query, the last
    replayed commit, then RTO and RPO against S8;
-8. *teardown* unless ``keep``. A drill never deletes a backup and never restores onto
-   production. Every drill, failed or not, writes its report and uploads it.
+8. *teardown* unless ``keep``: the restored cluster and the drill's folder, and a drill host
+   made for the drill (a drill machine is powered off and removed with its role). A drill
+   never deletes a backup and never restores onto production. Every drill, failed or not,
+   writes its report and uploads it.
 """
 
 from __future__ import annotations
@@ -437,7 +440,7 @@ def run_drill(
                 target = PointTarget(name, snap.wal_file, snap.taken_at)
                 record.detail = f"{len(snap.tables)} tables at {snap.lsn} ({snap.wal_file})"
         with steps.step("drill host") as record:
-            host = site.open_drill_host(drill_id)
+            host = site.open_drill_host(drill_id, progress)
             report.drill_host = host.record()
             try:
                 host.check_access()

@@ -1,9 +1,11 @@
 """The hosts a drill works on, all reached over SSH through :func:`erpcloud.ssh.connect`.
 
 * The drill host: an SSH host given on the command line (``user@host:port`` with its pinned
-  host key), one from a drill-hosts inventory (per region), or, on the local target, a fresh
-  sshd host made for the drill (:class:`localtarget.sshhost.SshHost`) with an empty data
-  directory. Everything of one drill lives in ``<drill root>/<drill id>/`` on it.
+  host key), one from a drill-hosts inventory (per region), or one made for the drill: on the
+  machines site a drill machine booted from the customer's image
+  (:mod:`localtarget.drillmachine`), on the host-process stand-in a fresh sshd host
+  (:class:`localtarget.sshhost.SshHost`) with an empty data directory. Everything of one drill
+  lives in ``<drill root>/<drill id>/`` on it; a host made for the drill goes with it.
 * Production's database host, only for the consistent snapshot of a point drill (read-only
   sums and a restore point; nothing is restored there).
 
@@ -20,7 +22,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Final
@@ -235,6 +237,11 @@ class DrillHost:
     drill_id: str
     pg_version: int = 15
     local_host: SshHost | None = None
+    #: A host made for this drill elsewhere (a drill machine): removed after the drill's own
+    #: cleanup, saying what it did.
+    on_teardown: Callable[[], list[str]] | None = None
+    #: A drill machine's folder on this host (its state for another process's teardown).
+    machine_dir: str | None = None
     shell: Shell = field(init=False)
     port: int | None = None
     postmaster_pid: int | None = None
@@ -284,6 +291,7 @@ class DrillHost:
             ssh_port=target.port,
             key_file=str(target.key_filename),
             known_hosts=str(target.known_hosts),
+            machine_dir=self.machine_dir,
         )
 
     # --- preparation ---------------------------------------------------------------------------
@@ -443,8 +451,9 @@ class DrillHost:
     # --- teardown --------------------------------------------------------------------------------
     def teardown(self) -> list[str]:
         """Stop the restored cluster and remove the drill's folder; a fresh local host goes
-        entirely (sshd stopped by PID, its account and folder removed). Never touches a
-        repository: a drill deletes no backup."""
+        entirely (sshd stopped by PID, its account and folder removed), a drill machine is
+        powered off and removed (``on_teardown``). Never touches a repository: a drill deletes
+        no backup."""
         done: list[str] = []
         try:
             self.stop_postgres()
@@ -464,6 +473,8 @@ class DrillHost:
             if self.local_host is not None:
                 remove_local_host(self.local_host)
                 done.append(f"local drill host {self.spec.name} removed")
+            if self.on_teardown is not None:
+                done.extend(self.on_teardown())
         return done
 
 
@@ -485,6 +496,11 @@ def remove_local_host(host: SshHost, wait: float = 10.0) -> None:
 def teardown_recorded(record: DrillHostRecord, drill_id: str) -> list[str]:
     """Tear down a drill host kept with ``--keep``, from its record (another process may ask)."""
     done: list[str] = []
+    if record.machine_dir:
+        # A drill machine: its clean poweroff stops the restored cluster; then it is removed.
+        from localtarget.drillmachine import teardown_directory
+
+        return teardown_directory(Path(record.machine_dir))
     if record.local:
         if record.postmaster_pid and pid_alive(record.postmaster_pid):
             stop_pid(record.postmaster_pid, signal.SIGINT, timeout=60)

@@ -163,6 +163,9 @@ class DrillHostRecord(BaseModel):
     ssh_port: int | None = None
     key_file: str | None = None
     known_hosts: str | None = None
+    #: A drill machine only: its folder on the operations host (``drill-machine.json`` there
+    #: says how to power it off); it is removed at teardown.
+    machine_dir: str | None = None
 
 
 class DrillReport(BaseModel):

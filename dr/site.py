@@ -1,11 +1,15 @@
 """Where a drill runs: the customer's repositories as a drill host reaches them, production's
 database (for the point drill's snapshot), the drill host, and the reports bucket.
 
-Two sites. ``local``: the customer's running local target (``erpcloud local up``): the emulator
-behind stunnel as S3 (keys in pgBackRest's environment), production reached through the local
-target's inventory, and by default a fresh sshd host per drill. ``aws``: the buckets on AWS
-(the drill host's instance role signs: no keys anywhere), production from the maintenance
-inventory, and a drill host from the command line or the drill-hosts file.
+Three sites. ``machines``: the customer's real machines (``erpcloud local machines up``): the
+emulator behind stunnel on the machines' bridge as S3, production (PostgreSQL 17) reached through
+the machines' inventory, and by default a drill machine booted from the customer's image per
+drill, whose own instance role signs (no keys anywhere), as on AWS. ``local``: the host-process
+stand-in (``erpcloud local up``, PostgreSQL 15): the emulator as S3 (keys in pgBackRest's
+environment), production reached through the local target's inventory, and by default a fresh
+sshd host per drill. ``aws``: the buckets on AWS (the drill host's instance role signs),
+production from the maintenance inventory, and a drill host from the command line or the
+drill-hosts file.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from dr.host import (
     DatabaseAccess,
@@ -26,7 +30,14 @@ from dr.model import RepoChoice
 from dr.plan import DrillRefused
 from erpcloud import policy
 from erpcloud.model import Customer, Environment
-from erpcloud.render import S3Repo, aws_repos
+from erpcloud.render import HostLayout, S3Repo, aws_repos
+
+#: The host-process stand-in runs the operations host's own PostgreSQL.
+STAND_IN_PG_VERSION: Final = 15
+
+Progress = Callable[[str], None]
+#: Makes a drill host for one drill (its id), saying what it does.
+DrillHostFactory = Callable[[str, Progress], DrillHost]
 
 
 @dataclass
@@ -34,17 +45,20 @@ class DrillSite:
     customer: Customer
     name: str
     repos: tuple[S3Repo, S3Repo]
-    #: pgBackRest's S3 keys on the drill host (the local emulator's); empty on AWS.
+    #: pgBackRest's S3 keys on the drill host (the local emulator's); empty where an instance
+    #: role signs (AWS, the machines site).
     s3_env: dict[str, str] = field(default_factory=dict)
     #: Production's database, for the point drill's snapshot; None: point drills are refused.
     production: DatabaseAccess | None = None
     #: A boto3 S3 client in ``policy.DR_REPORTS_REGION``; None: reports stay local.
     reports_client: Callable[[], Any] | None = None
-    #: The local target creates the reports bucket in its emulator; on AWS it is infrastructure.
+    #: The local sites create the reports bucket in their emulator; on AWS it is infrastructure.
     create_reports_bucket: bool = False
-    #: An existing drill host; None: a fresh local one per drill (local site only).
+    #: An existing drill host; None: ``new_drill_host`` makes one per drill.
     drill_host: DrillHostSpec | None = None
-    pg_version: int = 15
+    pg_version: int = STAND_IN_PG_VERSION
+    #: Makes a drill host per drill when none is given; None: a drill host must be given.
+    new_drill_host: DrillHostFactory | None = None
 
     def repo(self, choice: RepoChoice) -> S3Repo:
         return self.repos[choice.repo_key - 1]
@@ -55,20 +69,22 @@ class DrillSite:
         prefix = f"PGBACKREST_REPO{choice.repo_key}_"
         return {k: v for k, v in self.s3_env.items() if k.startswith(prefix)}
 
-    def open_drill_host(self, drill_id: str) -> DrillHost:
+    def open_drill_host(self, drill_id: str, progress: Progress = lambda _m: None) -> DrillHost:
         if self.drill_host is not None:
             return DrillHost(self.drill_host, drill_id, self.pg_version)
-        if self.name != "local":
+        if self.new_drill_host is None:
             raise DrillRefused(
                 "drill-host",
                 "no drill host: give --drill-host (with --drill-host-key) or --drill-hosts FILE",
             )
-        spec, host = create_local_drill_host(drill_id)
-        return DrillHost(spec, drill_id, self.pg_version, local_host=host)
+        return self.new_drill_host(drill_id, progress)
 
 
-def production_from_inventory(path: Path, customer: Customer, known_hosts: Path) -> DatabaseAccess:
-    """Production's database host from the maintenance inventory (P4), its key pinned."""
+def production_from_inventory(
+    path: Path, customer: Customer, known_hosts: Path, *, pg_version: int
+) -> DatabaseAccess:
+    """Production's database host from the maintenance inventory (P4), its key pinned;
+    ``pg_version`` is the PostgreSQL it runs (its programs' folder)."""
     from maintenance.inventory import load_inventory, write_known_hosts
 
     inventory = load_inventory(path, {customer.id: customer})
@@ -84,7 +100,16 @@ def production_from_inventory(path: Path, customer: Customer, known_hosts: Path)
         raise ValueError(f"{path}: no production host with a database for {customer.id}")
     write_known_hosts(inventory, known_hosts)
     shell = Shell(inventory.target(host, known_hosts))
-    return DatabaseAccess(shell, host.db.port, host.db.socket_dir)
+    return DatabaseAccess(shell, host.db.port, host.db.socket_dir, pg_version)
+
+
+def _fresh_local_drill_host(pg_version: int) -> DrillHostFactory:
+    def make(drill_id: str, progress: Progress) -> DrillHost:
+        progress("a fresh local sshd drill host")
+        spec, host = create_local_drill_host(drill_id)
+        return DrillHost(spec, drill_id, pg_version, local_host=host)
+
+    return make
 
 
 def local_site(
@@ -96,7 +121,10 @@ def local_site(
 
     running = attach(customer)
     production = production_from_inventory(
-        Path(running.state.inventory), customer, work_dir / "production_known_hosts"
+        Path(running.state.inventory),
+        customer,
+        work_dir / "production_known_hosts",
+        pg_version=STAND_IN_PG_VERSION,
     )
     return DrillSite(
         customer=customer,
@@ -107,13 +135,77 @@ def local_site(
         reports_client=lambda: running.aws.client("s3", policy.DR_REPORTS_REGION),
         create_reports_bucket=True,
         drill_host=drill_host,
+        pg_version=STAND_IN_PG_VERSION,
+        new_drill_host=_fresh_local_drill_host(STAND_IN_PG_VERSION),
+    )
+
+
+def machines_site(
+    customer: Customer, work_dir: Path, drill_host: DrillHostSpec | None = None
+) -> DrillSite:
+    """The customer's real machines (raises if they are not up): the repositories on the
+    emulator's TLS front on their bridge, signed by the drill host's instance role; production
+    through the machines' inventory; a drill machine from the customer's image per drill."""
+    from localtarget import machine, machines
+    from localtarget.processes import LOOPBACK, ServiceError
+    from localtarget.s3 import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY
+
+    state = machines.load_state(customer.id)
+    if not state.inventory:
+        raise RuntimeError(f"the machines of {customer.id} have no inventory (not up yet?)")
+    network = machine.Network(state.network_index)
+    pg_version = HostLayout().pg_version
+    production = production_from_inventory(
+        Path(state.inventory),
+        customer,
+        work_dir / "production_known_hosts",
+        pg_version=pg_version,
+    )
+
+    def reports_client() -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            region_name=policy.DR_REPORTS_REGION,
+            endpoint_url=f"http://{LOOPBACK}:{state.aws_http_port}",
+            aws_access_key_id=EMULATOR_ACCESS_KEY,
+            aws_secret_access_key=EMULATOR_SECRET_KEY,
+        )
+
+    def drill_machine(drill_id: str, progress: Progress) -> DrillHost:
+        from localtarget.drillmachine import boot_drill_machine
+
+        try:
+            spec, booted = boot_drill_machine(state, customer, drill_id, progress)
+        except (machine.MachineError, ServiceError) as exc:  # removed again by the boot
+            raise DrillRefused("drill host", f"the drill machine did not boot: {exc}") from None
+        return DrillHost(
+            spec,
+            drill_id,
+            pg_version,
+            on_teardown=booted.teardown,
+            machine_dir=str(booted.directory),
+        )
+
+    return DrillSite(
+        customer=customer,
+        name="machines",
+        repos=machines.machine_repos(customer, network.host_address, state.aws_tls_port),
+        production=production,
+        reports_client=reports_client,
+        create_reports_bucket=True,
+        drill_host=drill_host,
+        pg_version=pg_version,
+        new_drill_host=drill_machine,
     )
 
 
 def aws_site(
     customer: Customer, drill_host: DrillHostSpec | None, production: DatabaseAccess | None
 ) -> DrillSite:
-    """The customer's buckets on AWS; credentials come from the hosts' instance roles."""
+    """The customer's buckets on AWS; credentials come from the hosts' instance roles. The
+    drill host runs production's PostgreSQL (a backup restores only with its own major)."""
 
     def client() -> Any:
         import boto3
@@ -127,4 +219,5 @@ def aws_site(
         production=production,
         reports_client=client,
         drill_host=drill_host,
+        pg_version=HostLayout().pg_version,
     )

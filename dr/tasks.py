@@ -5,6 +5,10 @@ build the drill's site, call :func:`dr.drill.run_drill`, print a summary or the 
 (exit 0 passed, 1 failed). Every connection goes through :func:`erpcloud.ssh.connect` with
 pinned host keys. Defaults come from the collection's configuration (``dr.*``), which a
 ``fabric.yaml`` or ``FABRIC_DR_<KEY>`` environment variables change (e.g. ``dr.site: aws``).
+
+Sites (:mod:`dr.site`): ``machines``, the customer's real machines from ``erpcloud local machines
+up`` (a drill machine from the customer's image per drill); ``local``, the host-process
+stand-in from ``erpcloud local up`` (a fresh sshd host per drill); ``aws``.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from dr.host import (
 from dr.model import DrillMode, DrillReport, RepoChoice
 from dr.plan import parse_target_time
 from dr.reports import load_report, write_reports
-from dr.site import DrillSite, aws_site, local_site, production_from_inventory
+from dr.site import DrillSite, aws_site, local_site, machines_site, production_from_inventory
 from erpcloud.fleet import load_fleet
 from erpcloud.model import Customer
 from erpcloud.output import EXIT_FAILED, task_refusal, to_jsonable
+from erpcloud.render import HostLayout
 
 #: The collection's configuration defaults (the root fabfile installs them).
 CONFIG: dict[str, Any] = {
@@ -42,7 +47,7 @@ CONFIG: dict[str, Any] = {
         "inventory": "build/inventory.yaml",
     }
 }
-SITES = ("local", "aws")
+SITES = ("local", "machines", "aws")
 
 
 class _BadInput(ValueError):
@@ -139,12 +144,15 @@ def _print_summary(report: DrillReport, drills: Path) -> None:
         "latest": "Recover everything the repository holds now (the region is lost now).",
         "repo": "copy (default: the copy region, as in a regional loss) or primary.",
         "keep": "Leave the drill host and the restored cluster up (fab dr.teardown later).",
-        "drill-host": "user@host[:port] of an existing drill host (default: a fresh local one).",
+        "drill-host": "user@host[:port] of an existing drill host (default: one made for the "
+        "drill, a drill machine from the customer's image on --site machines, a fresh sshd host "
+        "on --site local).",
         "drill-host-key": "The drill host's public host key ('ssh-ed25519 AAAA...'), pinned.",
         "key-file": "Private key to log in to --drill-host.",
         "drill-hosts": "Drill-hosts file: the host of the repository's region is used.",
         "drill-root": "Folder for drills on --drill-host (default /var/lib/erpcloud-drill).",
-        "site": "local (the running local target) or aws (default: config dr.site).",
+        "site": "machines (the customer's machines from `erpcloud local machines up`), local "
+        "(the host-process stand-in from `erpcloud local up`) or aws (default: config dr.site).",
         "inventory": "aws site, point drills: the maintenance inventory (production's host).",
         "customers": "Folder of customer files.",
         "drills": "Folder of drill reports (default build/dr/drills).",
@@ -193,16 +201,19 @@ def drill(
             subject, choice, work, drill_host, drill_host_key, key_file, drill_hosts, drill_root
         )
         drill_site: DrillSite
-        if chosen_site == "local":
+        if chosen_site in ("local", "machines"):
+            make_site = local_site if chosen_site == "local" else machines_site
             try:
-                drill_site = local_site(subject, work, spec)
+                drill_site = make_site(subject, work, spec)
             except RuntimeError as exc:
-                raise _BadInput(f"--site local: {exc}") from None
+                raise _BadInput(f"--site {chosen_site}: {exc}") from None
         else:
             production = None
             if mode is DrillMode.POINT:
                 path = Path(_setting(c, "inventory", inventory))
-                production = production_from_inventory(path, subject, work / "production_hosts")
+                production = production_from_inventory(
+                    path, subject, work / "production_hosts", pg_version=HostLayout().pg_version
+                )
             drill_site = aws_site(subject, spec, production)
     except (_BadInput, DrillHostsError, ValueError) as exc:
         raise task_refusal(str(exc), json) from None

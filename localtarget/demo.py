@@ -1,15 +1,18 @@
 """`erpcloud demo`: the main job end to end on embedded defaults, step by step.
 
 Validate the sample fleet, render every customer's files, print one customer's offline plan,
-bring its local target up, load sample data and keep writing, back up to both regions, check
-the archive for gaps, apply a sample maintenance change through the Fabric runner (canary, then
-the production wave), run restore drills from the copy region, print one summary, and tear
-everything down, also when a step fails. Each step is a plain function returning a short line;
-the runner shows progress, stops at the first failure and exits 1.
+boot its production and test machines (the product image, the rendered user-data), load sample
+data and keep writing on production, back up to both regions, check the archive for gaps, apply
+a sample maintenance change through the Fabric runner (canary, then the production wave), run
+restore drills from the copy region on drill machines, print one summary, and tear everything
+down, also when a step fails. Everything after the boot reaches the machines over SSH with
+their pinned host keys, as on AWS. Each step is a plain function returning a short line; the
+runner shows progress, stops at the first failure and exits 1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -24,11 +27,11 @@ from rich.console import Console
 from rich.table import Table
 
 from erpcloud.fleet import load_fleet
-from erpcloud.model import Customer
+from erpcloud.model import Customer, Environment
 from erpcloud.output import console
-from erpcloud.render import PRODUCT_DATABASE, render_customer, validate_user_data_file
-from localtarget import sampledata, target
-from localtarget.sampledata import OrderWriter
+from erpcloud.render import render_customer, validate_user_data_file
+from localtarget import machines, onmachine, sampledata
+from localtarget.machines import MachineSetState
 
 #: The sample change the demo applies (a drill of the runner: its window is not now).
 DEMO_CHANGE = "2026-12-log-rotation"
@@ -41,18 +44,27 @@ class DemoContext:
     customer_id: str
     facts: dict[str, str] = field(default_factory=dict)
     customer: Customer | None = None
-    running: target.LocalTarget | None = None
-    writer: OrderWriter | None = None
+    machines: MachineSetState | None = None
+    writing: bool = False
+    orders_before_writer: int = 0
 
     def need_customer(self) -> Customer:
         if self.customer is None:
             raise RuntimeError("the fleet was not validated")
         return self.customer
 
-    def need_target(self) -> target.LocalTarget:
-        if self.running is None:
-            raise RuntimeError("the local target is not up")
-        return self.running
+    def need_machines(self) -> MachineSetState:
+        if self.machines is None:
+            raise RuntimeError("the machines are not up")
+        return self.machines
+
+    def backup_target(self) -> Any:
+        """Production's pgBackRest over SSH, through the machines' inventory (as on AWS)."""
+        from backups.targets import inventory_backup_target
+
+        fleet = load_fleet(self.customers_dir).customers
+        inventory = Path(self.need_machines().inventory)
+        return inventory_backup_target(self.need_customer(), inventory, fleet)
 
 
 @dataclass(frozen=True)
@@ -105,47 +117,54 @@ def step_offline_plan(context: DemoContext) -> str:
     return f"OFFLINE plan, {len(plan.resources)} resources ({groups}); promise checks passed"
 
 
-def step_local_up(context: DemoContext) -> str:
-    context.running = target.up(context.need_customer())
-    created = len(context.running.state.provisioned.created)
-    skipped = len(context.running.state.provisioned.skipped)
+def step_machines_up(context: DemoContext) -> str:
+    customer = context.need_customer()
+    context.machines = machines.up(customer)
+    state = context.machines
+    image = state.image
+    built = "built" if image["built_now"] else "from the cache"
+    context.facts["machines"] = f"{state.root} (`erpcloud local machines status {customer.id}`)"
+    created = len(state.provisioned.created)
+    production, test = (
+        state.machines[e].address for e in (Environment.PRODUCTION, Environment.TEST)
+    )
     return (
-        f"moto + stunnel, PostgreSQL 15, 2 sshd hosts; {created} AWS resources created from "
-        f"the offline plan, {skipped} listed as skipped"
+        f"image {image['release']} {built}; production {production}"
+        f" and test {test} ready (cloud-init done, no failed "
+        f"unit, host keys pinned from the console); {created} AWS resources from the plan"
     )
 
 
 def step_sample_data(context: DemoContext) -> str:
-    running = context.need_target()
-    cluster = running.instance.cluster
-    sampledata.create_database(cluster.conninfo())
-    sampledata.load_sample_data(cluster.conninfo(PRODUCT_DATABASE), context.need_customer())
-    context.writer = OrderWriter(cluster.conninfo(PRODUCT_DATABASE)).start()
-    context.writer.wait_for(10)
-    orders = cluster.psql("SELECT count(*) FROM c_order", dbname=PRODUCT_DATABASE)
-    return f"product database loaded ({orders} orders) and an order writer committing 10/s"
+    state = context.need_machines()
+    onmachine.psql(
+        state, Environment.PRODUCTION, sampledata.sample_data_script(context.need_customer())
+    )
+    context.orders_before_writer = onmachine.order_count(state)
+    onmachine.start_order_writer(state)
+    context.writing = True
+    orders = onmachine.wait_for_orders(state, context.orders_before_writer + 10)
+    return f"product database loaded ({orders} orders) and an order writer on production"
 
 
 def step_backup(context: DemoContext) -> str:
     from backups.info import BackupType
-    from backups.pgbackrest import LocalPgBackRest
     from backups.runs import run_backups
 
-    running = context.need_target()
-    run = run_backups(LocalPgBackRest(running.instance), context.need_customer(), BackupType.FULL)
+    target = context.backup_target()
+    run = run_backups(target.runner, context.need_customer(), BackupType.FULL)
     failed = [r for r in run.repositories if not r.ok]
     if failed:
         raise RuntimeError("; ".join(f"{r.repo}: {r.error}" for r in failed))
-    return ", ".join(f"{r.repo}: {r.label} ({r.seconds:.0f} s)" for r in run.repositories)
+    done = ", ".join(f"{r.repo}: {r.label} ({r.seconds:.0f} s)" for r in run.repositories)
+    return f"pgBackRest on the production machine, over SSH: {done}"
 
 
 def step_gap_check(context: DemoContext) -> str:
     from backups.gapcheck import Outcome, verify
-    from backups.pgbackrest import LocalPgBackRest
 
-    running = context.need_target()
-    running.instance.switch_wal_and_wait()  # the check then covers every write so far
-    result = verify(LocalPgBackRest(running.instance), context.need_customer())
+    onmachine.switch_wal_and_wait(context.need_machines())  # the check covers every write so far
+    result = verify(context.backup_target().runner, context.need_customer())
     if result.status is not Outcome.OK:
         details = "; ".join(f.message for f in result.findings)
         raise RuntimeError(f"gap check {result.status.value}: {details}")
@@ -166,7 +185,7 @@ def _run_json(argv: list[str]) -> dict[str, Any]:
 
 
 def step_maintenance(context: DemoContext) -> str:
-    running = context.need_target()
+    state = context.need_machines()
     bin_dir = Path(sys.executable).parent
     notices = context.build_dir / "maintenance" / "notices"
     runs = context.build_dir / "maintenance" / "runs"
@@ -177,7 +196,7 @@ def step_maintenance(context: DemoContext) -> str:
     )  # fmt: skip
     report = _run_json(
         [str(bin_dir / "fab"), "maintenance.apply", "--change", DEMO_CHANGE,
-         "--inventory", running.state.inventory, "--notices", str(notices), "--runs", str(runs),
+         "--inventory", state.inventory, "--notices", str(notices), "--runs", str(runs),
          "--drill", "make demo: a drill of the runner outside the change's window",
          *common, "--json"]
     )  # fmt: skip
@@ -193,7 +212,8 @@ def _drill(context: DemoContext, *mode: str) -> str:
     bin_dir = Path(sys.executable).parent
     drills = context.build_dir / "dr" / "drills"
     report = _run_json(
-        [str(bin_dir / "fab"), "dr.drill", "--customer", context.need_customer().id,
+        [str(bin_dir / "fab"), "dr.drill", "--site", "machines",
+         "--customer", context.need_customer().id,
          "--customers", str(context.customers_dir), "--drills", str(drills), *mode, "--json"]
     )  # fmt: skip
     context.facts["drill reports"] = str(drills)
@@ -218,7 +238,7 @@ def step_drill_point(context: DemoContext) -> str:
 def step_drill_time(context: DemoContext) -> str:
     """To a moment a second ago (orders were written all along), once its WAL is archived."""
     moment = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
-    context.need_target().instance.switch_wal_and_wait()
+    onmachine.switch_wal_and_wait(context.need_machines())
     return _drill(context, "--target-time", moment.isoformat())
 
 
@@ -227,17 +247,20 @@ def step_drill_latest(context: DemoContext) -> str:
 
 
 def step_stop_writer(context: DemoContext) -> str:
-    if context.writer is None:
+    if not context.writing:
         return "no writer"
-    context.writer.stop()
-    return f"{context.writer.committed} orders committed while the platform worked"
+    state = context.need_machines()
+    onmachine.stop_order_writer(state)
+    context.writing = False
+    written = onmachine.order_count(state) - context.orders_before_writer
+    return f"{written} orders committed on production while the platform worked"
 
 
 STEPS: list[Step] = [
     ("Validate the sample fleet", step_validate_fleet),
     ("Render every customer's machine files", step_render),
     ("Offline plan of the demo customer", step_offline_plan),
-    ("Bring the local target up", step_local_up),
+    ("Boot the customer's machines from the product image", step_machines_up),
     ("Load sample data and keep writing", step_sample_data),
     ("Full backup to both regions", step_backup),
     ("Check the WAL archive for gaps", step_gap_check),
@@ -250,12 +273,13 @@ STEPS: list[Step] = [
 
 
 def teardown(context: DemoContext) -> str:
-    """Always run: stop the writer and every process the target started, by PID."""
-    if context.writer is not None:
-        context.writer._stop.set()  # a failed step may leave it running; stop() may raise
-    if context.running is None:
+    """Always run: stop the writer, power the machines off, stop what the target started."""
+    if context.machines is None:
         return "nothing was started"
-    report = target.down(context.running.customer.id)
+    if context.writing:
+        with contextlib.suppress(Exception):  # a failed step may leave it running
+            onmachine.stop_order_writer(context.machines)
+    report = machines.down(context.machines.customer_id)
     return f"stopped {', '.join(report['stopped'])}"  # type: ignore[arg-type]
 
 

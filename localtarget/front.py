@@ -67,9 +67,9 @@ from pydantic import BaseModel, ConfigDict
 
 from erpcloud import policy
 from localtarget import machine
+from localtarget.netns import start_server_in_netns
 from localtarget.processes import pid_alive
 
-REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 NETNS_DIR: Final = Path("/run/netns")
 #: The only port the front listens on (S3).
 FRONT_PORT: Final = policy.HTTPS_PORT
@@ -77,6 +77,9 @@ FRONT_PORT: Final = policy.HTTPS_PORT
 INNER_INTERFACE: Final = "eth0"
 HANDSHAKE_TIMEOUT: Final = 10.0
 BACKEND_CONNECT_TIMEOUT: Final = 10.0
+#: A new CA is made at every start: lifetimes only need to outlast a local target.
+LOCAL_CA_LIFETIME: Final = dt.timedelta(weeks=4)
+SERVER_CERTIFICATE_LIFETIME: Final = dt.timedelta(weeks=1)
 CHUNK: Final = 65536
 #: What the ALB answers when its target cannot be reached.
 BAD_GATEWAY: Final = (
@@ -242,7 +245,7 @@ def create_certificates(directory: Path, hosts: Sequence[str], label: str) -> Ce
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
+        .not_valid_after(now + LOCAL_CA_LIFETIME)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -281,7 +284,7 @@ def create_certificates(directory: Path, hosts: Sequence[str], label: str) -> Ce
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=7))
+            .not_valid_after(now + SERVER_CERTIFICATE_LIFETIME)
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -659,13 +662,6 @@ def _server_argv(config_path: Path, ready_file: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _log_tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def start_front(
     network: machine.Network,
     address: str,
@@ -724,54 +720,20 @@ def start_front(
         _ip("-n", netns, "link", "set", "lo", "up")
         _ip("-n", netns, "addr", "add", str(interface), "dev", INNER_INTERFACE)
         _ip("-n", netns, "link", "set", INNER_INTERFACE, "up")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            part for part in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if part
+        process = start_server_in_netns(
+            netns,
+            _server_argv(record.config_path, record.ready_file),
+            log_path=record.log_path,
+            ready_file=record.ready_file,
+            timeout=timeout,
+            what="front",
+            error=FrontError,
         )
-        env["PYTHONUNBUFFERED"] = "1"
-        with record.log_path.open("ab") as log_file:
-            # ``ip netns exec`` execs the server: the PID is the server's.
-            process = subprocess.Popen(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    netns,
-                    *_server_argv(record.config_path, record.ready_file),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-                env=env,
-                start_new_session=True,
-            )
         record.pid = process.pid
-        _wait_ready(record, process, timeout)
     except BaseException:
         _stop(record, delete_netns=created, process=process)
         raise
     return record
-
-
-def _wait_ready(record: FrontRecord, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if int(record.ready_file.read_text().split()[0]) == process.pid:
-                return
-        code = process.poll()
-        if code is not None:
-            raise FrontError(
-                f"front in {record.netns} exited with code {code} before listening "
-                f"(log {record.log_path}):\n{_log_tail(record.log_path)}"
-            )
-        if time.monotonic() >= deadline:
-            raise FrontError(
-                f"front in {record.netns} did not listen on {record.address}:{record.port} "
-                f"within {timeout:.0f} s (log {record.log_path}):\n{_log_tail(record.log_path)}"
-            )
-        time.sleep(0.05)
 
 
 def _in_netns(pid: int, netns: str) -> bool:

@@ -65,6 +65,7 @@ from typing import Any, Final, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from localtarget.netns import start_server_in_netns
 from localtarget.processes import ServiceError, stop_pid
 
 METADATA_ADDRESS: Final = "169.254.169.254"
@@ -81,7 +82,6 @@ CREDENTIAL_LIFETIME: Final = dt.timedelta(hours=6)
 MAX_TOKENS: Final = 4096
 ISO_Z: Final = "%Y-%m-%dT%H:%M:%SZ"
 
-REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 NETNS_DIR: Final = Path("/run/netns")
 
 log = logging.getLogger("localtarget.imds")
@@ -553,13 +553,6 @@ def ready_file_for(log_path: Path) -> Path:
     return log_path.with_name(log_path.name + ".ready")
 
 
-def _log_tail(log_path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def start_in_netns(
     netns: str, config_path: Path, log_path: Path, *, timeout: float = 15.0
 ) -> subprocess.Popen[bytes]:
@@ -579,51 +572,22 @@ def start_in_netns(
             "call add_metadata_address first"
         )
     ready = ready_file_for(log_path)
-    ready.unlink(missing_ok=True)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        part for part in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if part
-    )
-    env["PYTHONUNBUFFERED"] = "1"
     argv = [
-        "ip", "netns", "exec", netns,
         sys.executable, "-m", "localtarget.imds",
         "--config", str(config_path),
         "--address", METADATA_ADDRESS,
         "--port", str(METADATA_PORT),
         "--ready-file", str(ready),
     ]  # fmt: skip
-    with log_path.open("ab") as log_file:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
-            env=env,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if int(ready.read_text().split()[0]) == process.pid:
-                return process
-        code = process.poll()
-        if code is not None:
-            raise ImdsError(
-                f"IMDS stand-in in {netns} exited with code {code} before listening "
-                f"(log {log_path}):\n{_log_tail(log_path)}"
-            )
-        if time.monotonic() >= deadline:
-            stop_pid(process.pid, signal.SIGKILL, timeout=5)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
-            raise ImdsError(
-                f"IMDS stand-in in {netns} did not listen within {timeout:.0f} s, killed "
-                f"(log {log_path}):\n{_log_tail(log_path)}"
-            )
-        time.sleep(0.05)
+    return start_server_in_netns(
+        netns,
+        argv,
+        log_path=log_path,
+        ready_file=ready,
+        timeout=timeout,
+        what="IMDS stand-in",
+        error=ImdsError,
+    )
 
 
 def stop_server(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int | None:

@@ -27,8 +27,12 @@ from localtarget.s3 import LocalAws
 PGBACKREST = "/usr/bin/pgbackrest"
 
 
-def local_repos(customer: Customer, aws: LocalAws) -> tuple[S3Repo, S3Repo]:
-    """The customer's two repositories (S6), on the emulator through the TLS proxy."""
+def emulator_repos(
+    customer: Customer, endpoint: str, port: int, key_type: str
+) -> tuple[S3Repo, S3Repo]:
+    """The customer's two repositories (S6) on the emulator's TLS proxy at ``endpoint:port``;
+    ``key_type`` ``shared`` (keys in pgBackRest's environment) or ``auto`` (the instance role
+    through IMDSv2, on the machines)."""
     primary, copy = customer.backup_bucket_names
 
     def repo(index: int, bucket: str, region: str) -> S3Repo:
@@ -36,14 +40,19 @@ def local_repos(customer: Customer, aws: LocalAws) -> tuple[S3Repo, S3Repo]:
             index=index,
             bucket=bucket,
             region=region,
-            endpoint=LOOPBACK,
-            port=aws.tls_port,
+            endpoint=endpoint,
+            port=port,
             verify_tls=False,  # stunnel's throwaway certificate
             uri_style="path",
-            key_type="shared",  # keys from the environment, never a file
+            key_type=key_type,
         )
 
     return repo(1, primary, customer.region), repo(2, copy, customer.backup_copy_region)
+
+
+def local_repos(customer: Customer, aws: LocalAws) -> tuple[S3Repo, S3Repo]:
+    """On the host-process target: keys from the environment, never a file."""
+    return emulator_repos(customer, LOOPBACK, aws.tls_port, key_type="shared")
 
 
 def local_layout(root: Path, port: int) -> HostLayout:

@@ -184,25 +184,43 @@ def seed_files(spec: MachineSpec) -> dict[str, str]:
     }
 
 
-def _copy_image(image_root: Path, root: Path) -> None:
-    subprocess.run(
-        ["cp", "-a", "--reflink=auto", f"{image_root}/.", str(root)],
-        check=True,
+def mount_disk(image_root: Path, directory: Path) -> Path:
+    """The machine's disk: the image, read-only, under the machine's own writable layer
+    (overlayfs), as an EBS root volume is made from a snapshot; copying the image instead
+    took 2-20 s per machine here (ext4 has no reflinks)."""
+    root, upper, work = directory / "root", directory / "disk", directory / "disk-work"
+    for folder in (root, upper, work):
+        folder.mkdir(parents=True, exist_ok=True)
+    options = f"lowerdir={image_root},upperdir={upper},workdir={work}"
+    result = subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", options, str(root)],
         capture_output=True,
+        text=True,
+        check=False,
     )
+    if result.returncode != 0:
+        raise MachineError(f"mounting the disk of {directory.name}: {result.stderr.strip()}")
+    return root
+
+
+def unmount_disk(directory: Path) -> None:
+    root = directory / "root"
+    if root.is_dir() and os.path.ismount(root):
+        subprocess.run(["umount", "--lazy", str(root)], capture_output=True, check=False)
 
 
 def prepare(spec: MachineSpec, directory: Path) -> None:
     """The machine's disk, data volume and seed, under ``directory``."""
-    root, data, seed = directory / "root", directory / "data", directory / "seed"
-    for folder in (root, seed):
-        folder.mkdir(parents=True, exist_ok=False)
-    _copy_image(spec.image_root, root)
+    data, seed = directory / "data", directory / "seed"
+    seed.mkdir(parents=True, exist_ok=False)
     # The data volume: on AWS, prepare-data-volume copies the image's cluster onto the blank
     # volume at first boot; locally the volume is this folder, prepared the same way.
-    (root / DATA_MOUNT.lstrip("/")).rename(data)
-    (root / DATA_MOUNT.lstrip("/")).mkdir()
-    shutil.copystat(data, root / DATA_MOUNT.lstrip("/"))
+    subprocess.run(
+        ["cp", "-a", str(spec.image_root / DATA_MOUNT.lstrip("/")), str(data)],
+        check=True,
+        capture_output=True,
+    )
+    mount_disk(spec.image_root, directory)
     for name, text in seed_files(spec).items():
         (seed / name).write_bytes(text.encode("utf-8"))
     seed.chmod(0o755)
@@ -419,6 +437,7 @@ def power_off(record: MachineRecord, timeout: float = 30.0) -> None:
     _ip("link", "del", record.veth, check=False)
     _ip("netns", "del", record.netns, check=False)
     remove_cgroups(record.short)
+    unmount_disk(Path(record.directory))
 
 
 def _reap(pid: int | None) -> None:
@@ -461,4 +480,5 @@ def remove_cgroups(short: str) -> None:
 
 
 def remove_machine_files(record: MachineRecord) -> None:
+    unmount_disk(Path(record.directory))
     shutil.rmtree(record.directory, ignore_errors=True)

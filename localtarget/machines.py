@@ -39,6 +39,7 @@ from localtarget import machine
 from localtarget.front import FrontRecord, start_front, stop_front
 from localtarget.image import ImageInfo, build_image, cloud_init_schema_in_image, output_of
 from localtarget.imds import ImdsConfig, add_metadata_address, start_in_netns
+from localtarget.instance import emulator_repos
 from localtarget.processes import STATE_BASE, ServiceError, pid_alive, stop_pid
 from localtarget.provision import ProvisionReport, provision_from_plan
 from localtarget.s3 import LocalAws
@@ -120,21 +121,7 @@ def machine_name(customer: Customer, environment: Environment) -> str:
 def machine_repos(customer: Customer, endpoint: str, port: int) -> tuple[S3Repo, S3Repo]:
     """The two repositories (S6) on the emulator's TLS front at ``endpoint:port``, signed with
     the instance role (``auto``: IMDSv2, as on EC2)."""
-    primary, copy = customer.backup_bucket_names
-
-    def repo(index: int, bucket: str, region: str) -> S3Repo:
-        return S3Repo(
-            index=index,
-            bucket=bucket,
-            region=region,
-            endpoint=endpoint,
-            port=port,
-            verify_tls=False,  # stunnel's throwaway certificate
-            uri_style="path",
-            key_type="auto",  # IMDSv2, as on EC2
-        )
-
-    return repo(1, primary, customer.region), repo(2, copy, customer.backup_copy_region)
+    return emulator_repos(customer, endpoint, port, key_type="auto")
 
 
 #: Where the machines find the emulator's TLS certificate (the local site's CA bundle).
@@ -454,7 +441,9 @@ def status(customer_id: str) -> dict[str, object]:
 
 
 def _teardown(state: MachineSetState) -> list[str]:
-    stopped = []
+    from localtarget.drillmachine import teardown_for_customer  # it builds on this module
+
+    stopped = [f"drill machine: {line}" for line in teardown_for_customer(state.customer_id)]
     if state.front is not None:
         stop_front(state.front)
         stopped.append("TLS front")

@@ -166,3 +166,53 @@ class OrderWriter:
                     + (f": {self.errors[-1]}" if self.errors else "")
                 )
             time.sleep(0.05)
+
+
+# --- the same data on a real machine, as psql scripts over SSH -------------------------------
+def _literal(value: str) -> str:
+    """A SQL string literal (standard_conforming_strings is on in every supported release)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sample_data_script(customer: Customer, partners: int = 200, products: int = 500) -> str:
+    """:func:`load_sample_data` as one psql script, run as ``postgres`` on the machine. The
+    tables belong to the product's role; the product created its system-information row at
+    its first start already, so that insert keeps the existing row."""
+    return "\n".join(
+        [
+            r"\set ON_ERROR_STOP on",
+            rf"\set partners {int(partners)}",
+            rf"\set products {int(products)}",
+            "BEGIN;",
+            f"SET ROLE {PRODUCT_DATABASE};",
+            SCHEMA.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS "),
+            # The values are the model's (an edition, a release pattern), quoted all the same.
+            f"INSERT INTO {SYSTEM_INFO_TABLE} (id, edition, version) VALUES "  # noqa: S608
+            f"(1, {_literal(customer.edition.value)}, {_literal(customer.product_version)}) "
+            "ON CONFLICT (id) DO NOTHING;",
+            "INSERT INTO c_bpartner (name, email) SELECT 'Partner ' || g, "
+            "'partner' || g || '@example.com' FROM generate_series(1, :partners) g;",
+            "INSERT INTO m_product (sku, name, price) SELECT 'SKU-' || g, 'Product ' || g, "
+            "mod(g, 97) + 0.99 FROM generate_series(1, :products) g;",
+            "INSERT INTO c_order (bpartner_id, total) SELECT mod(g, :partners) + 1, 0 "
+            "FROM generate_series(1, 1000) g;",
+            "INSERT INTO c_orderline (order_id, product_id, quantity, amount) "
+            "SELECT o.id, mod(o.id * 7, :products) + 1, 2, 19.98 FROM c_order o;",
+            "UPDATE c_order o SET total = s.amount FROM (SELECT order_id, sum(amount) AS amount "
+            "FROM c_orderline GROUP BY order_id) s WHERE s.order_id = o.id;",
+            "COMMIT;",
+            "",
+        ]
+    )
+
+
+#: One order with three lines, its total equal to the sum of its lines (as :class:`OrderWriter`
+#: writes it), in one statement: the machine's writer runs it in a loop.
+ORDER_STATEMENT = (
+    "WITH p AS MATERIALIZED (SELECT id, price FROM m_product ORDER BY random() LIMIT 3), "
+    "o AS (INSERT INTO c_order (bpartner_id, total) "
+    "SELECT (SELECT id FROM c_bpartner ORDER BY random() LIMIT 1), (SELECT sum(price) FROM p) "
+    "RETURNING id) "
+    "INSERT INTO c_orderline (order_id, product_id, quantity, amount) "
+    "SELECT o.id, p.id, 1, p.price FROM o, p"
+)

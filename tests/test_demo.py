@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localtarget import target
+from localtarget import machines
 from localtarget.demo import STEPS, DemoContext, run_steps
 
 from .conftest import CUSTOMERS
@@ -66,8 +66,10 @@ def test_the_demo_runs_every_step_and_leaves_nothing_running(tmp_path: Path):
     assert equal == "passed"
     assert Path(document["facts"]["maintenance report"]).is_dir()
 
-    # Torn down: the target's folder is gone, and the progress said so.
-    assert not target.target_root(customer_id).exists()
+    # Torn down: no machine of the demo runs, its folder is gone, and the progress said so.
+    assert not machines.machines_root(customer_id).exists()
+    running = subprocess.run(["pgrep", "-f", "--", f"--machine=demo{TAG}"], check=False)
+    assert running.returncode == 1
     assert "teardown: stopped" in result.stderr
 
 
