@@ -1,10 +1,10 @@
 """``erpcloud backup run|list|verify|expire CUSTOMER``: thin wrappers over :mod:`backups`.
 
 Each command loads the customer (validated with the fleet), finds its pgBackRest through
-:data:`resolve_target` (the running local target by default; a host over SSH through
-:class:`backups.pgbackrest.SshPgBackRest`), calls one plain function and prints a summary or
-JSON. Exit codes: 0 OK, 1 failed (for ``verify``: a WAL segment missing), 2 bad input, 3 a
-warning (``verify``: late, behind or unreachable).
+:data:`resolve_target` (the customer's local machines by default, else a host of
+``--inventory``; either way over SSH through :class:`backups.pgbackrest.SshPgBackRest`), calls
+one plain function and prints a summary or JSON. Exit codes: 0 OK, 1 failed (for ``verify``: a
+WAL segment missing), 2 bad input, 3 a warning (``verify``: late, behind or unreachable).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ InventoryOption = Annotated[
         "--inventory",
         envvar="ERPCLOUD_INVENTORY",
         help="Reach production's pgBackRest over SSH through this maintenance inventory "
-        "(default: the customer's running local target).",
+        "(default: the customer's local machines, from `erpcloud local up`).",
     ),
 ]
 

@@ -1,5 +1,6 @@
-"""Where a customer's pgBackRest runs: the running local target, or production's host from the
-maintenance inventory over SSH (pinned host key, ``sudo -n -u postgres``).
+"""Where a customer's pgBackRest runs: production's host from the maintenance inventory over SSH
+(pinned host key, ``sudo -n -u postgres``): the fleet's, or the local machines' own
+(:mod:`erpcloud.sites`).
 
 The backup commands and the fleet-wide gap check (:mod:`backups.fleetcheck`) use these; they
 hold no secret: on AWS the instance role signs pgBackRest's requests and boto3 takes the
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backups.pgbackrest import LocalPgBackRest, PgBackRest, SshPgBackRest
+from backups.pgbackrest import PgBackRest, SshPgBackRest
 from erpcloud.model import Customer, Environment
 from erpcloud.render import HostLayout
+from erpcloud.sites import local_site
 
 
 @dataclass
@@ -27,19 +29,27 @@ class BackupTarget:
 
     runner: PgBackRest
     cloudwatch: Callable[[str], Any] | None = None  # region → boto3 CloudWatch client
-    #: How it was reached, for the report ("local target", or the SSH host).
-    via: str = "local target"
+    #: How it was reached, for the report (the SSH host, and the local machines where they are).
+    via: str = "local"
 
 
 def local_backup_target(customer: Customer) -> BackupTarget:
-    """The customer's running local target (``erpcloud local up``)."""
-    from localtarget.target import attach
-
-    target = attach(customer)
-    return BackupTarget(
-        LocalPgBackRest(target.instance),
-        lambda region: target.aws.client("cloudwatch", region),
-    )
+    """The customer's local machines (``erpcloud local up``), through their inventory as on AWS;
+    ``RuntimeError`` when the local site holds none."""
+    site = local_site()
+    found = site.find(customer.id) if site is not None else None
+    if site is None or found is None:
+        raise RuntimeError(
+            f"no local machines for {customer.id!r} (run `erpcloud local up {customer.id}`, "
+            "or give --inventory)"
+        )
+    try:
+        target = inventory_backup_target(customer, found.inventory, {customer.id: customer})
+    except ValueError as exc:  # an invalid inventory (ChangeFileError is one)
+        raise RuntimeError(f"{found.inventory}: {exc}") from None
+    target.cloudwatch = lambda region: site.aws_client(customer.id, "cloudwatch", region)
+    target.via = f"{found.description}, {target.via}"
+    return target
 
 
 def inventory_backup_targets(

@@ -77,8 +77,8 @@ from dr.sql import (
     sums_script,
 )
 from erpcloud import policy
+from erpcloud.product import HEALTH_QUERY
 from erpcloud.render import PRODUCT_DATABASE, render_pgbackrest_conf
-from localtarget.sampledata import HEALTH_QUERY
 
 Clock = Callable[[], datetime]
 Progress = Callable[[str], None]

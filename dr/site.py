@@ -1,11 +1,11 @@
 """Where a drill runs: the customer's repositories as a drill host reaches them, production's
 database (for the point drill's snapshot), the drill host, and the reports bucket.
 
-Three sites. ``machines``: the customer's real machines (``erpcloud local machines up``): the
+Three sites. ``machines``: the customer's real machines (``erpcloud local up``): the
 emulator behind stunnel on the machines' bridge as S3, production (PostgreSQL 17) reached through
 the machines' inventory, and by default a drill machine booted from the customer's image per
 drill, whose own instance role signs (no keys anywhere), as on AWS. ``local``: the host-process
-stand-in (``erpcloud local up``, PostgreSQL 15): the emulator as S3 (keys in pgBackRest's
+stand-in (``erpcloud local processes up``, PostgreSQL 15): the emulator as S3 (keys in pgBackRest's
 environment), production reached through the local target's inventory, and by default a fresh
 sshd host per drill. ``aws``: the buckets on AWS (the drill host's instance role signs),
 production from the maintenance inventory, and a drill host from the command line or the

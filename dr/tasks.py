@@ -6,9 +6,9 @@ build the drill's site, call :func:`dr.drill.run_drill`, print a summary or the 
 pinned host keys. Defaults come from the collection's configuration (``dr.*``), which a
 ``fabric.yaml`` or ``FABRIC_DR_<KEY>`` environment variables change (e.g. ``dr.site: aws``).
 
-Sites (:mod:`dr.site`): ``machines``, the customer's real machines from ``erpcloud local machines
-up`` (a drill machine from the customer's image per drill); ``local``, the host-process
-stand-in from ``erpcloud local up`` (a fresh sshd host per drill); ``aws``.
+Sites (:mod:`dr.site`): ``machines``, the customer's real machines from ``erpcloud local up``
+(a drill machine from the customer's image per drill); ``local``, the host-process
+stand-in from ``erpcloud local processes up`` (a fresh sshd host per drill); ``aws``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ CONFIG: dict[str, Any] = {
         "inventory": "build/inventory.yaml",
     }
 }
-SITES = ("local", "machines", "aws")
+SITES = ("local", "aws")
 
 
 class _BadInput(ValueError):
@@ -151,8 +151,9 @@ def _print_summary(report: DrillReport, drills: Path) -> None:
         "key-file": "Private key to log in to --drill-host.",
         "drill-hosts": "Drill-hosts file: the host of the repository's region is used.",
         "drill-root": "Folder for drills on --drill-host (default /var/lib/erpcloud-drill).",
-        "site": "machines (the customer's machines from `erpcloud local machines up`), local "
-        "(the host-process stand-in from `erpcloud local up`) or aws (default: config dr.site).",
+        "site": "machines (the customer's machines from `erpcloud local up`), local "
+        "(the host-process stand-in from `erpcloud local processes up`) or aws "
+        "(default: config dr.site).",
         "inventory": "aws site, point drills: the maintenance inventory (production's host).",
         "customers": "Folder of customer files.",
         "drills": "Folder of drill reports (default build/dr/drills).",

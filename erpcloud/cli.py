@@ -35,6 +35,7 @@ from erpcloud.fleet import (
 from erpcloud.model import Customer
 from erpcloud.output import EXIT_BAD_INPUT, console, emit, err_console, fail
 from erpcloud.render import UserDataError, render_customer, validate_user_data_file
+from erpcloud.sites import register_local
 
 app = typer.Typer(
     name="erpcloud",
@@ -323,8 +324,10 @@ def demo(
 
 # --- capability sub-commands (each lives in its own package) ---------------------------------
 from localtarget.cli import app as local_app  # noqa: E402 - registered after the shared helpers
+from localtarget.site import MachinesSite  # noqa: E402 - the front door picks the local site
 
 app.add_typer(local_app, name="local")
+register_local(MachinesSite())  # the customer's local machines, where `local up` booted them
 from maintenance.cli import maintenance_app  # noqa: E402 - registered after the shared helpers
 
 app.add_typer(maintenance_app, name="maintenance")

@@ -1,4 +1,5 @@
-"""Atomic writes: a reader sees the old file or the new one, never half of either."""
+"""Files: atomic writes (a reader sees the old file or the new one, never half of either), and
+a folder's disk use."""
 
 from __future__ import annotations
 
@@ -52,3 +53,15 @@ def replace_tree(directory: Path, files: Mapping[str, tuple[str, int]]) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def directory_bytes(path: Path) -> int:
+    """Bytes of the files below ``path`` (links not followed): a data folder's disk use."""
+    total = 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += (Path(folder) / name).lstat().st_size
+            except FileNotFoundError:
+                continue  # removed while we counted (PostgreSQL does)
+    return total

@@ -54,7 +54,7 @@ from lifecycle.inventory import (
 from lifecycle.purge import PurgeRefused, check_purge, purge
 from lifecycle.records import LIFECYCLE_DIR_ENV, load_record
 from lifecycle.remote import RemoteError
-from lifecycle.site import SiteError, local_state, resolve_site
+from lifecycle.site import SiteError, local_customer, resolve_site
 from maintenance.errors import ChangeFileError
 from maintenance.inventory import parse_inventory
 
@@ -76,7 +76,7 @@ InventoryFile = Annotated[
     Path | None,
     typer.Option(
         "--inventory",
-        help="Inventory of the hosts (default: the customer's local target, else "
+        help="Inventory of the hosts (default: the customer's local machines, else "
         "build/inventory.yaml).",
         dir_okay=False,
     ),
@@ -280,8 +280,8 @@ def purge_command(
 ) -> None:
     """S18: destroy a cancelled customer's buckets and volumes, 60 days after termination.
 
-    Locally (a local target) it destroys; on AWS it prints the plan of `pulumi destroy` and the
-    commands, not run (exit 3)."""
+    Locally (the customer's local machines) it destroys; on AWS it prints the plan of
+    `pulumi destroy` and the commands, not run (exit 3)."""
     day = _today(today, as_json)
     customer = load_valid_customer(customer_id, directory, as_json)
     in_ci = os.environ.get("CI", "").strip().lower() not in NOT_CI
@@ -291,9 +291,9 @@ def purge_command(
         fail(f"{customer_id}: purge refused: {exc}", as_json, EXIT_BAD_INPUT)
     from stacks.plan import plan_customer  # seconds to import: only once a purge is allowed
 
-    report = purge(
-        customer, local_state(customer_id), plan_customer(customer), records, _progress(as_json)
-    )
+    found = local_customer(customer_id)
+    local = found[0] if found is not None else None
+    report = purge(customer, local, plan_customer(customer), records, _progress(as_json))
 
     def human() -> None:
         if report.ran:

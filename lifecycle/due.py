@@ -6,9 +6,10 @@ only when both succeeded, the service stops. The data is then retained for 60 da
 (``purge_allowed_from``); the step reports when a purge becomes allowed, and never purges
 (``erpcloud customer purge`` does, with confirmation). ``today`` is injectable.
 
-Stopping the service: on the local target, its instance processes (PostgreSQL and both sshd
-hosts) are stopped by PID, the emulator and its buckets stay. On AWS the instances are stopped
-through EC2; those commands are returned as a plan, labelled as not run here.
+Stopping the service: on the local machines, both are powered off cleanly (their disks, the AWS
+stand-in and its buckets stay: :meth:`erpcloud.sites.LocalSite.stop_instances`). On AWS the
+instances are stopped through the stack; those commands are returned as a plan, labelled as not
+run here.
 """
 
 from __future__ import annotations
@@ -26,11 +27,7 @@ from backups.runs import run_backups
 from erpcloud.model import Customer, LifecycleState
 from lifecycle.records import CustomerRecord, append_event
 from lifecycle.site import Site
-from localtarget.processes import pid_alive, stop_pid
-from localtarget.target import TargetState
 
-#: The local target's stand-ins for AWS itself: they stay when the customer's service stops.
-EMULATOR_PROCESSES: Final = frozenset({"moto", "stunnel"})
 TERMINATED: Final = "terminated"
 PURGED: Final = "purged"
 NOT_RUN_LABEL: Final = (
@@ -110,19 +107,6 @@ def due_item(customer: Customer, record: CustomerRecord, today: date) -> DueItem
     )
 
 
-def stop_local_instance(state: TargetState) -> list[str]:
-    """Stop the local target's instance processes by PID (the emulator stays: it is AWS)."""
-    stopped = []
-    # PostgreSQL first (a clean shutdown archives its last WAL), then the hosts.
-    ordered = sorted(state.processes, key=lambda p: p.name != "postgres")
-    for process in ordered:
-        if process.name in EMULATOR_PROCESSES or not pid_alive(process.pid):
-            continue
-        stop_pid(process.pid, process.stop_signal, timeout=60)
-        stopped.append(process.name)
-    return stopped
-
-
 def aws_stop_commands(customer: Customer) -> list[str]:
     """How an operator stops both instances on AWS: through the stack, whose program stops a
     cancelled customer's instances from the termination date (S18); then wait for it."""
@@ -151,8 +135,8 @@ def terminate(
         )
     report = TerminationReport(customer.id, f"{site.kind} {site.host.name}", labels, "planned")
     if site.local is not None:
-        progress("stopping the local instance (PostgreSQL, the sshd hosts)")
-        report.stopped = stop_local_instance(site.local)
+        progress("powering off the local machines (production last: its last WAL is archived)")
+        report.stopped = site.local.stop_instances(customer.id)
         report.service = "stopped"
     else:
         report.commands = aws_stop_commands(customer)

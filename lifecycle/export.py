@@ -3,11 +3,12 @@ product's source/modules, with a manifest of sizes and SHA-256 checksums.
 
 On the host, one root chain writes ``database.dump`` (``pg_dump`` custom format, as
 ``postgres``), ``attachments.tar.gz`` and ``source.tar.gz`` into a staging folder and prints
-their checksums. Each file is copied here over SFTP under a temporary ``.part`` name, checked
-against the host's checksum, and only then renamed. Everything lands in a hidden
-``.<name>.partial`` folder; the manifest is written last, and the folder takes its final name
-only when complete. An interrupted export therefore never looks complete: there is no folder
-under the export's name and no manifest.
+their checksums; the dump's rows per table are counted there too, by the host's own
+``pg_restore`` (the server's major reads what its ``pg_dump`` wrote). Each file is copied here
+over SFTP under a temporary ``.part`` name, checked against the host's checksum, and only then
+renamed. Everything lands in a hidden ``.<name>.partial`` folder; the manifest is written last,
+and the folder takes its final name only when complete. An interrupted export therefore never
+looks complete: there is no folder under the export's name and no manifest.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from lifecycle.paths import ATTACHMENTS_DIR, PRODUCT_DIR
 from lifecycle.remote import (
     Progress,
     RemoteError,
+    host_shell,
     parse_sha256sum,
     pg_shell_functions,
     reporting,
@@ -125,6 +127,8 @@ def export_customer(
     try:
         progress(f"dumping the database and archiving the files on {site.host.name}")
         sums = parse_sha256sum(root(connection, site.ssh, "the export", export_script(site, stage)))
+        progress("reading the dump on the host: rows per table and product version")
+        contents = read_dump(f"{stage}/{DATABASE_FILE}", host_shell(connection, site.ssh))
         sftp = connection.sftp()
         files = []
         for file_name, kind, file_format, source in (
@@ -153,8 +157,6 @@ def export_customer(
                     source=source,
                 )
             )
-        progress("reading the exported dump back: rows per table and product version")
-        contents = read_dump(partial / DATABASE_FILE)
         files[0] = ExportedFile(**{**files[0].__dict__, "tables": contents.rows})
         version = contents.system_info.version if contents.system_info else None
         manifest = {

@@ -3,20 +3,19 @@
 Sources, per customer: the customer file (always: partner, region, state, URL, licence, named
 SSH/SFTP users); the stack's outputs where saved (``pulumi stack output --json --stack ID >
 build/stack-outputs/ID.json``: the addresses and the database endpoint, as
-:func:`stacks.program.inventory` exports them); the local target's state for a customer
-running locally. No password is ever listed: the database password's *secret name* is, where
-the stack exports it.
+:func:`stacks.program.inventory` exports them); the local machines' inventory for a customer
+running locally (:mod:`erpcloud.sites`). No password is ever listed: the database password's
+*secret name* is, where the stack exports it.
 
 :func:`maintenance_document` writes the same hosts in the maintenance runner's inventory format
 (:mod:`maintenance.inventory`) for the hosts whose SSH endpoint and pinned host key are known:
-the local target's own, and stack outputs with a key pinned in a known_hosts file (read from the
+the local machines' own, and stack outputs with a key pinned in a known_hosts file (read from the
 instance's console output at first boot). Other customers are skipped, with a note.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -29,9 +28,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from erpcloud import policy
 from erpcloud.model import Customer, Environment
 from erpcloud.render import PRODUCT_DATABASE, PRODUCT_DATABASE_USER, HostLayout
-from lifecycle.site import local_state
-from localtarget.processes import LOOPBACK, pid_alive
-from localtarget.target import TargetState
+from erpcloud.sites import LocalCustomer, LocalSite
+from lifecycle.site import local_customer
 
 STACK_OUTPUTS_DIR: Final = Path("build/stack-outputs")
 KNOWN_HOSTS_FILE: Final = Path("build/known_hosts")
@@ -118,21 +116,6 @@ def load_stack_outputs(directory: Path, customer_id: str) -> StackOutputs | None
         raise InventoryError(f"{path}: not the stack's outputs as JSON ({exc})") from None
 
 
-def directory_bytes(path: Path) -> int:
-    total = 0
-    for folder, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += (Path(folder) / name).lstat().st_size
-            except FileNotFoundError:
-                continue  # the database removed it while we counted
-    return total
-
-
-def target_running(state: TargetState) -> bool:
-    return all(pid_alive(p.pid) for p in state.processes)
-
-
 def _base_row(customer: Customer, source: str) -> InventoryRow:
     users = [u.name for u in customer.ssh.users]
     return InventoryRow(
@@ -153,25 +136,34 @@ def _base_row(customer: Customer, source: str) -> InventoryRow:
     )
 
 
-def _local_row(customer: Customer, state: TargetState) -> InventoryRow:
-    row = _base_row(customer, f"local target ({state.root})")
-    production = state.host(Environment.PRODUCTION)
-    users = row.named_users
-    row.ssh = row.sftp = Endpoint(LOOPBACK, production.port, users)
-    row.database = DatabaseEndpoint(
-        host=LOOPBACK,
-        port=state.pg_port,
-        name=PRODUCT_DATABASE,
-        user="postgres",
-        access="loopback only, on the local machine",
+def _local_hosts(machines: LocalCustomer) -> list[dict[str, Any]]:
+    """The local machines' own inventory entries, each with the operations key."""
+    document = yaml.safe_load(machines.inventory.read_text())
+    hosts: list[dict[str, Any]] = document.get("hosts", [])
+    for host in hosts:
+        host["ssh"]["key_file"] = machines.ssh_key_file
+    return hosts
+
+
+def _local_row(customer: Customer, site: LocalSite, machines: LocalCustomer) -> InventoryRow:
+    row = _base_row(customer, machines.description)
+    production = next(
+        h for h in _local_hosts(machines) if h["environment"] == Environment.PRODUCTION.value
     )
-    data = Path(state.root) / "instance" / "pg" / "data"
-    row.running = target_running(state)
-    if data.is_dir():
-        row.disk_used_bytes = directory_bytes(data)
-        row.disk_note = "the local cluster's data directory"
-    else:
-        row.disk_note = "no data directory (purged)"
+    address, port = production["ssh"]["host"], production["ssh"]["port"]
+    row.ssh = row.sftp = Endpoint(address, port, row.named_users)
+    row.database = DatabaseEndpoint(
+        host=address,
+        port=production["db"]["port"],
+        name=PRODUCT_DATABASE,
+        user=PRODUCT_DATABASE_USER,
+        access="SSH tunnel to the machine (PostgreSQL listens on the machine only)",
+    )
+    row.running = machines.running
+    row.disk_used_bytes = site.disk_used_bytes(customer.id)
+    row.disk_note = (
+        "production's data volume" if row.disk_used_bytes is not None else "no data volume (purged)"
+    )
     return row
 
 
@@ -200,15 +192,15 @@ def inventory_rows(customers: dict[str, Customer], outputs_dir: Path) -> list[In
     rows = []
     for customer_id in sorted(customers):
         customer = customers[customer_id]
-        state = local_state(customer_id)
+        local = local_customer(customer_id)
         outputs = load_stack_outputs(outputs_dir, customer_id)
-        if state is not None:
-            rows.append(_local_row(customer, state))
+        if local is not None:
+            rows.append(_local_row(customer, *local))
         elif outputs is not None:
             rows.append(_stack_row(customer, outputs, outputs_dir / f"{customer_id}.json"))
         else:
             row = _base_row(customer, "customer file")
-            row.notes.append(f"no stack outputs in {outputs_dir}/ and no local target")
+            row.notes.append(f"no stack outputs in {outputs_dir}/ and no local machines")
             rows.append(row)
     return rows
 
@@ -265,15 +257,6 @@ def _stack_hosts(
     return hosts, notes
 
 
-def _local_hosts(state: TargetState) -> list[dict[str, Any]]:
-    """The local target's own inventory entries, each with the target's key."""
-    document = yaml.safe_load(Path(state.inventory).read_text())
-    hosts: list[dict[str, Any]] = document.get("hosts", [])
-    for host in hosts:
-        host["ssh"]["key_file"] = state.ops_key
-    return hosts
-
-
 def maintenance_document(
     customers: dict[str, Customer],
     outputs_dir: Path,
@@ -287,17 +270,17 @@ def maintenance_document(
     hosts: list[dict[str, Any]] = []
     notes: list[str] = []
     for customer_id in sorted(customers):
-        state = local_state(customer_id)
+        local = local_customer(customer_id)
         outputs = load_stack_outputs(outputs_dir, customer_id)
-        if state is not None:
-            if target_running(state):
-                hosts += _local_hosts(state)
+        if local is not None:
+            if local[1].running:
+                hosts += _local_hosts(local[1])
             else:
-                notes.append(f"{customer_id}: skipped, its local target is not running")
+                notes.append(f"{customer_id}: skipped, its local machines are not running")
         elif outputs is not None:
             found, skipped = _stack_hosts(customers[customer_id], outputs, known_hosts)
             hosts += found
             notes += skipped
         else:
-            notes.append(f"{customer_id}: skipped, no stack outputs and no local target")
+            notes.append(f"{customer_id}: skipped, no stack outputs and no local machines")
     return {"ssh_key_file": str(ssh_key_file), "hosts": hosts}, notes

@@ -1,8 +1,9 @@
 """Move in (S19): an on-premises database dump and attachments into the customer's instance.
 
-1. Read the dump before anything moves: its product version must be at least the minimum to
-   move in and supported (S19, S15); its rows per table are counted from the archive.
-2. Copy the dump and the attachments to the host's staging folder over SFTP (pinned key).
+1. Copy the dump to the host's staging folder over SFTP (pinned key) and read it there, with
+   the server's own ``pg_restore``, before anything is loaded: its product version must be at
+   least the minimum to move in and supported (S19, S15); its rows per table are counted from
+   the archive. A refused dump is removed again. Then the attachments follow.
 3. Restore into a new database with ``pg_restore`` as ``postgres``, in one ``sudo -n bash -c``
    chain, and compare every table's row count with the dump's. A difference stops here: the
    new database is dropped and the instance is as it was.
@@ -24,10 +25,11 @@ from backups.info import BackupType
 from backups.runs import BackupRun, run_backups
 from erpcloud.render import PRODUCT_DATABASE, PRODUCT_DATABASE_USER
 from erpcloud.ssh import connect
-from lifecycle.dump import DumpContents, MoveInRefused, check_dump, read_dump
+from lifecycle.dump import DumpContents, DumpError, MoveInRefused, check_dump, read_dump
 from lifecycle.remote import (
     Progress,
     RemoteError,
+    host_shell,
     parse_sha256sum,
     pg_shell_functions,
     reporting,
@@ -159,27 +161,16 @@ def move_in(
     """Load ``dump`` (and ``attachments``) into the site's instance; see the module's steps.
 
     Raises :class:`~lifecycle.dump.MoveInRefused` or :class:`~lifecycle.dump.DumpError` before
-    anything is copied, and :class:`MoveInFailed` if a later step fails."""
+    anything is loaded (the copied dump is removed again), and :class:`MoveInFailed` if a later
+    step fails."""
     customer = site.customer
+    if not dump.is_file():
+        raise MoveInRefused(f"--dump: {dump} is not a file")
     if attachments is not None:
         check_attachments(attachments)
-    progress(f"reading {dump.name}: product version and rows per table")
-    contents: DumpContents = read_dump(dump)
-    version = check_dump(customer, contents.system_info)
-    assert contents.system_info is not None
-    tables = sorted(contents.rows)
     stamp = _stamp(now())
     stage = posixpath.join(site.paths.staging, f"import-{stamp}")
     database = f"{PRODUCT_DATABASE}_movein_{stamp}"
-    report = MoveInReport(
-        customer=customer.id,
-        site=f"{site.kind} {site.host.name} ({site.ssh})",
-        dump=str(dump),
-        edition=contents.system_info.edition,
-        product_version=str(version),
-        tables=contents.rows,
-        verified=False,
-    )
     connection = connect(site.ssh)
     staged_database = False
     try:
@@ -190,6 +181,25 @@ def move_in(
         progress(f"copying {dump.name} to {site.host.name}:{stage} (SFTP)")
         sftp = connection.sftp()
         sftp.put(str(dump), f"{stage}/database.dump", callback=reporting(transfer, dump.name))
+        progress(f"reading {dump.name} on the host: product version and rows per table")
+        try:
+            contents: DumpContents = read_dump(
+                f"{stage}/database.dump", host_shell(connection, site.ssh)
+            )
+        except DumpError as exc:
+            raise DumpError(f"{dump} (read on {site.host.name}): {exc}") from None
+        version = check_dump(customer, contents.system_info)
+        assert contents.system_info is not None
+        tables = sorted(contents.rows)
+        report = MoveInReport(
+            customer=customer.id,
+            site=f"{site.kind} {site.host.name} ({site.ssh})",
+            dump=str(dump),
+            edition=contents.system_info.edition,
+            product_version=str(version),
+            tables=contents.rows,
+            verified=False,
+        )
         with sftp.open(f"{stage}/verify.sql", "w") as handle:
             handle.write(count_sql(tables))
         sent: dict[str, str] = {}

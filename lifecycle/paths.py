@@ -1,8 +1,9 @@
 """Where the product keeps what a customer owns on a host (S18: everything is exportable).
 
 One place for these paths: the export and the move-in read them from here. Production hosts use
-them as they are (``host_root`` ``/``); the local target's hosts put them below their own state
-folder, which is their ``host_root`` in the inventory (:mod:`maintenance.inventory`).
+them as they are (``host_root`` ``/``), the local machines too; the host-process stand-in's hosts
+put them below their own state folder, their ``host_root`` in the inventory
+(:mod:`maintenance.inventory`).
 """
 
 from __future__ import annotations

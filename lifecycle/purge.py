@@ -7,9 +7,10 @@ destroyed, and again with what was destroyed.
 
 What it destroys:
 
-* on the local target: both backup buckets in the emulator (every object version and delete
-  marker, then the bucket), the customer's secrets and KMS keys there (keys scheduled for
-  deletion, as AWS does), the instance's data directory and both hosts' folders and accounts;
+* on the local machines: both backup buckets in the AWS stand-in (every object version and
+  delete marker, then the bucket), the customer's secrets and KMS keys there (keys scheduled for
+  deletion, as AWS does), then the machines with their disks and data volumes
+  (:meth:`erpcloud.sites.LocalSite.remove`);
 * on AWS: ``pulumi destroy`` of the customer's stack, after unprotecting it. There is no AWS
   account and no Pulumi CLI here, so that path returns the plan of what would be destroyed (from
   the offline plan of the real program) and the commands, labelled as not run.
@@ -17,7 +18,6 @@ What it destroys:
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -29,12 +29,9 @@ from botocore.exceptions import ClientError
 from backups.retention import audit
 from erpcloud import policy
 from erpcloud.model import Customer, LifecycleState
-from lifecycle.due import NOT_RUN_LABEL, PURGED, stop_local_instance
+from erpcloud.sites import LocalSite
+from lifecycle.due import NOT_RUN_LABEL, PURGED
 from lifecycle.records import append_event
-from lifecycle.site import local_aws
-from localtarget.processes import pid_alive
-from localtarget.sshhost import SshHost
-from localtarget.target import TargetState
 from stacks.plan import BUCKET_TYPE, KMS_KEY_TYPE, SECRET_TYPE, Plan
 
 #: Resource types that hold the customer's data or protect it: listed first in an AWS plan.
@@ -96,7 +93,7 @@ def check_purge(
         )
 
 
-# --- the local target -----------------------------------------------------------------------------
+# --- the local machines ---------------------------------------------------------------------------
 def empty_and_delete_bucket(s3: Any, bucket: str) -> int:
     """Delete every object version and delete marker, then the bucket; how many were deleted."""
     deleted = 0
@@ -128,44 +125,40 @@ def bucket_exists(s3: Any, bucket: str) -> bool:
 
 
 def destroy_local(
-    state: TargetState, plan: Plan, progress: Callable[[str], None]
+    local: LocalSite, customer_id: str, plan: Plan, progress: Callable[[str], None]
 ) -> dict[str, Any]:
-    """Destroy what the local target holds of the customer (module docs); checked afterwards."""
-    destroyed: dict[str, Any] = {"stopped": stop_local_instance(state)}
-    aws = local_aws(state)
-    emulator_up = any(p.name == "moto" and pid_alive(p.pid) for p in state.processes)
+    """Destroy what the local site holds of the customer (module docs); checked afterwards."""
+    destroyed: dict[str, Any] = {"stopped": local.stop_instances(customer_id)}
+    emulator_up = local.aws_client(customer_id, "s3", policy.DR_REPORTS_REGION) is not None
     buckets: dict[str, int] = {}
     if emulator_up:
+
+        def client(service: str, region: str) -> Any:
+            return local.aws_client(customer_id, service, region)
+
         for bucket in plan.of_type(BUCKET_TYPE):
             name = bucket.inputs["bucket"]
             progress(f"destroying s3://{name} ({bucket.aws_region}): every version")
-            s3 = aws.client("s3", bucket.aws_region)
+            s3 = client("s3", bucket.aws_region)
             if bucket_exists(s3, name):
                 buckets[name] = empty_and_delete_bucket(s3, name)
             if bucket_exists(s3, name):
                 raise RuntimeError(f"s3://{name} still exists after the purge")
-        destroyed["secrets"] = _delete_secrets(aws, plan)
-        destroyed["kms_keys_scheduled"] = _schedule_key_deletion(aws, plan)
+        destroyed["secrets"] = _delete_secrets(client, plan)
+        destroyed["kms_keys_scheduled"] = _schedule_key_deletion(client, plan)
     destroyed["buckets"] = buckets
     destroyed["emulator"] = "running" if emulator_up else "stopped (its in-memory data is gone)"
-    folders = [str(Path(state.root) / "instance")]
-    shutil.rmtree(folders[0], ignore_errors=True)
-    for record in state.hosts:
-        host = SshHost(record.name, Path(record.root), users=[])
-        host.created_users = list(record.created_users)
-        host.remove()
-        folders.append(record.root)
-    left = [f for f in folders if Path(f).exists()]
-    if left:
-        raise RuntimeError(f"still present after the purge: {', '.join(left)}")
-    destroyed["folders"] = folders
+    progress("removing the machines, their disks and data volumes")
+    destroyed["removed"] = local.remove(customer_id)
+    if local.find(customer_id) is not None:
+        raise RuntimeError(f"the local machines of {customer_id} are still there after the purge")
     return destroyed
 
 
-def _delete_secrets(aws: Any, plan: Plan) -> list[str]:
+def _delete_secrets(client_for: Callable[[str, str], Any], plan: Plan) -> list[str]:
     deleted = []
     for secret in plan.of_type(SECRET_TYPE):
-        client = aws.client("secretsmanager", secret.aws_region)
+        client = client_for("secretsmanager", secret.aws_region)
         try:
             client.delete_secret(SecretId=secret.inputs["name"], ForceDeleteWithoutRecovery=True)
         except client.exceptions.ResourceNotFoundException:
@@ -174,10 +167,10 @@ def _delete_secrets(aws: Any, plan: Plan) -> list[str]:
     return deleted
 
 
-def _schedule_key_deletion(aws: Any, plan: Plan) -> list[str]:
+def _schedule_key_deletion(client_for: Callable[[str, str], Any], plan: Plan) -> list[str]:
     scheduled = []
     for alias in plan.of_type(KMS_ALIAS_TYPE):
-        kms = aws.client("kms", alias.aws_region)
+        kms = client_for("kms", alias.aws_region)
         try:
             key_id = kms.describe_key(KeyId=alias.inputs["name"])["KeyMetadata"]["KeyId"]
         except kms.exceptions.NotFoundException:
@@ -231,19 +224,20 @@ def aws_purge_plan(customer: Customer, plan: Plan) -> dict[str, Any]:
 
 def purge(
     customer: Customer,
-    state: TargetState | None,
+    local: LocalSite | None,
     plan: Plan,
     records_dir: Path,
     progress: Callable[[str], None] = lambda _: None,
 ) -> PurgeReport:
-    """Destroy (locally) or plan (AWS) the customer's data; audited before and after.
+    """Destroy (``local``: the site holding the customer's machines) or plan (AWS) the
+    customer's data; audited before and after.
 
     Call :func:`check_purge` first: this function destroys without asking."""
-    mode = "local" if state is not None else "aws-plan"
+    mode = "local" if local is not None else "aws-plan"
     audit({"action": "lifecycle.purge.start", "customer": customer.id, "mode": mode})
-    if state is not None:
+    if local is not None:
         report = PurgeReport(
-            customer.id, mode, ran=True, destroyed=destroy_local(state, plan, progress)
+            customer.id, mode, ran=True, destroyed=destroy_local(local, customer.id, plan, progress)
         )
     else:
         report = PurgeReport(

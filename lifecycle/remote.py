@@ -17,6 +17,7 @@ from fabric import Connection
 from paramiko import SFTPClient
 
 from erpcloud.ssh import SshTarget, result_summary, run_as_root
+from lifecycle.dump import DumpError, Shell
 from maintenance.inventory import Database
 
 q = shlex.quote
@@ -34,6 +35,19 @@ def root(connection: Connection, target: SshTarget, what: str, script: str) -> s
     if not result.ok:
         raise RemoteError(f"{target}: {what} failed:\n{result_summary(result)}")
     return str(result.stdout)
+
+
+def host_shell(connection: Connection, target: SshTarget) -> Shell:
+    """Read a dump on the host, as root (staging folders are private to their user), with the
+    host's own ``pg_restore``: the server's major, which reads what its ``pg_dump`` wrote."""
+
+    def shell(command: str) -> str:
+        result = run_as_root(connection, f"set -o pipefail; {command}")
+        if not result.ok:
+            raise DumpError(f"{target}: {result_summary(result)}")
+        return str(result.stdout)
+
+    return shell
 
 
 def pg_shell_functions(db: Database) -> str:

@@ -1,24 +1,23 @@
 """A customer's production host as the lifecycle operations reach it (a "site").
 
 Found in an inventory in the maintenance runner's format (:mod:`maintenance.inventory`): the
-local target's own (``erpcloud local up`` writes one), or the fleet's, written by
-``erpcloud inventory --out`` from the stacks' outputs. Either way the connection uses the pinned
-host key of that file, the database and pgBackRest settings come from its ``db`` entry, and the
-product's paths lie below its ``host_root``.
+local machines' own (``erpcloud local up`` writes one; :mod:`erpcloud.sites`), or the
+fleet's, written by ``erpcloud inventory --out`` from the stacks' outputs. Either way the
+connection uses the pinned host key of that file, the database and pgBackRest settings come
+from its ``db`` entry, and the product's paths lie below its ``host_root``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from backups.pgbackrest import SshPgBackRest
 from erpcloud.model import Customer, Environment
 from erpcloud.render import HostLayout
+from erpcloud.sites import LocalCustomer, LocalSite, local_site
 from erpcloud.ssh import SshTarget
 from lifecycle.paths import HostPaths
-from localtarget.s3 import LocalAws
-from localtarget.target import STATE_FILE, TargetState, load_state, target_root
 from maintenance.errors import ChangeFileError
 from maintenance.inventory import (
     INVENTORY_FILE,
@@ -39,14 +38,12 @@ class Site:
     customer: Customer
     host: InventoryHost
     ssh: SshTarget
-    #: pgBackRest's S3 keys: empty on AWS (the instance role signs), the emulator's locally.
-    pgbackrest_env: dict[str, str] = field(default_factory=dict)
-    #: The local target's state, when the site is one (the emulator and its PIDs).
-    local: TargetState | None = None
+    #: The local site holding the customer's machines, when it is one (else the fleet on AWS).
+    local: LocalSite | None = None
 
     @property
     def kind(self) -> str:
-        return "local target" if self.local is not None else "inventory host"
+        return "local machine" if self.local is not None else "inventory host"
 
     @property
     def db(self) -> Database:
@@ -69,10 +66,11 @@ class Site:
         )
 
     def pgbackrest(self) -> SshPgBackRest:
-        """pgBackRest on the host, as ``postgres``, over the pinned connection (S6)."""
+        """pgBackRest on the host, as ``postgres``, over the pinned connection (S6); no key: the
+        instance role signs (the local machines' metadata stand-in serves it)."""
         if not self.db.stanza:
             raise SiteError(f"{self.host.name}: no pgBackRest stanza in the inventory (S6)")
-        return SshPgBackRest.for_customer(self.ssh, self.customer, self.layout, self.pgbackrest_env)
+        return SshPgBackRest.for_customer(self.ssh, self.customer, self.layout, {})
 
 
 def _production_host(inventory: Inventory, customer: Customer, source: Path) -> InventoryHost:
@@ -90,45 +88,30 @@ def _load(path: Path, customers: dict[str, Customer]) -> Inventory:
         raise SiteError(f"{path} breaks {len(exc.errors)} rule(s): {details}") from None
 
 
-def local_state(customer_id: str) -> TargetState | None:
-    """The local target's recorded state, if one was brought up for the customer."""
-    if not (target_root(customer_id) / STATE_FILE).exists():
-        return None
-    return load_state(customer_id)
-
-
-def local_aws(state: TargetState) -> LocalAws:
-    """The target's emulator (already running: nothing is started)."""
-    return LocalAws(
-        Path(state.root) / "aws", http_port=state.aws_http_port, tls_port=state.aws_tls_port
-    )
-
-
-def local_site(customer: Customer, state: TargetState) -> Site:
-    inventory_path = Path(state.inventory)
-    inventory = _load(inventory_path, {customer.id: customer})
-    host = _production_host(inventory, customer, inventory_path)
-    return Site(
-        customer=customer,
-        host=host,
-        ssh=inventory.target(host, Path(state.known_hosts)),
-        pgbackrest_env=local_aws(state).pgbackrest_env(),
-        local=state,
-    )
+def local_customer(customer_id: str) -> tuple[LocalSite, LocalCustomer] | None:
+    """The customer's local machines, when the registered local site holds them."""
+    site = local_site()
+    found = site.find(customer_id) if site is not None else None
+    return None if site is None or found is None else (site, found)
 
 
 def inventory_site(
-    customer: Customer, customers: dict[str, Customer], inventory_path: Path, work_dir: Path
+    customer: Customer,
+    customers: dict[str, Customer],
+    inventory_path: Path,
+    work_dir: Path,
+    local: LocalSite | None = None,
 ) -> Site:
     if not inventory_path.is_file():
         raise SiteError(
-            f"no local target for {customer.id} and no inventory at {inventory_path} "
+            f"no local machines for {customer.id} and no inventory at {inventory_path} "
             "(`erpcloud inventory --out FILE` writes one from the stacks' outputs)"
         )
     inventory = _load(inventory_path, customers)
     host = _production_host(inventory, customer, inventory_path)
-    known_hosts = write_known_hosts(inventory, work_dir / "known_hosts")
-    return Site(customer=customer, host=host, ssh=inventory.target(host, known_hosts))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    known_hosts = write_known_hosts(inventory, work_dir / f"known_hosts-{customer.id}")
+    return Site(customer=customer, host=host, ssh=inventory.target(host, known_hosts), local=local)
 
 
 def resolve_site(
@@ -137,11 +120,14 @@ def resolve_site(
     inventory_path: Path | None = None,
     work_dir: Path = Path("build/lifecycle"),
 ) -> Site:
-    """The inventory given; else the customer's local target if there is one; else the fleet's
+    """The inventory given; else the customer's local machines if there are; else the fleet's
     inventory (``build/inventory.yaml``)."""
     if inventory_path is None:
-        state = local_state(customer.id)
-        if state is not None:
-            return local_site(customer, state)
+        found = local_customer(customer.id)
+        if found is not None:
+            site, machines = found
+            return inventory_site(
+                customer, {customer.id: customer}, machines.inventory, work_dir, local=site
+            )
         inventory_path = INVENTORY_FILE
     return inventory_site(customer, customers, inventory_path, work_dir)

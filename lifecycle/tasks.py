@@ -1,7 +1,7 @@
 """Fabric tasks that touch a customer's host: ``fab lifecycle.import`` and ``fab lifecycle.export``.
 
 Thin on purpose: parse the arguments, find the customer's host (:func:`lifecycle.site.resolve_site`:
-its local target, or an inventory with pinned host keys), call :func:`lifecycle.movein.move_in`
+its local machines, or an inventory with pinned host keys), call :func:`lifecycle.movein.move_in`
 or :func:`lifecycle.export.export_customer`, print a summary or JSON (``--json``; progress then
 goes to stderr). Every connection goes through :func:`erpcloud.ssh.connect` (pinned keys,
 ``RejectPolicy``), never Fabric's defaults. Exit codes: 0 done, 1 failed, 2 refused input.
@@ -32,7 +32,7 @@ from lifecycle.site import Site, SiteError, resolve_site
 CONFIG: dict[str, Any] = {"lifecycle": {"customers": "customers", "records": "build/lifecycle"}}
 COMMON_HELP = {
     "customer": "Customer id (the file's stem).",
-    "inventory": "Inventory of the hosts (default: the customer's local target, else "
+    "inventory": "Inventory of the hosts (default: the customer's local machines, else "
     "build/inventory.yaml).",
     "customers": "Folder of customer files (default: config lifecycle.customers).",
     "json": "Print JSON on stdout; progress goes to stderr.",

@@ -1,4 +1,5 @@
-"""`erpcloud local`: bring a customer's local target up, inspect it, take it down."""
+"""`erpcloud local`: boot a customer's machines from the product image, inspect them, power
+them off; build the image; and the earlier host-process stand-in under ``local processes``."""
 
 from __future__ import annotations
 
@@ -17,82 +18,13 @@ from localtarget.machine import MachineError
 from localtarget.processes import ServiceError
 
 app = typer.Typer(
-    help="The local stand-in of a customer's environment: moto as AWS, PostgreSQL, sshd hosts.",
+    help="A customer's environment on this machine: production and test machines booted from "
+    "the product image (systemd-nspawn), moto as the AWS APIs, a TLS front as the ALB.",
     no_args_is_help=True,
 )
 CustomerArg = Annotated[str, typer.Argument(help="Customer id (the file's stem).")]
 
 
-@app.command("up")
-def up(
-    customer_id: CustomerArg, directory: CustomersDir = CUSTOMERS_DIR, as_json: JsonFlag = False
-) -> None:
-    """Start the customer's local target (stopped again, by PID, if any part fails)."""
-    customer = load_valid_customer(customer_id, directory, as_json)
-    try:
-        with console.status("starting...") as spinner:
-            running = target.up(customer, progress=lambda s: spinner.update(f"starting {s}..."))
-    except ServiceError as exc:
-        fail(str(exc), as_json, EXIT_FAILED)
-    emit(
-        target.status(customer.id),
-        as_json,
-        lambda: console.print(
-            f"[green]up[/] {customer.id}: state in {running.root}; "
-            f"`erpcloud local status {customer.id}` shows it, `down` stops it"
-        ),
-    )
-
-
-@app.command("status")
-def status(customer_id: CustomerArg, as_json: JsonFlag = False) -> None:
-    """Show the target's processes (alive, listening), hosts and endpoints. Exit 1 if not up."""
-    try:
-        report = target.status(customer_id)
-    except ServiceError as exc:
-        fail(str(exc), as_json, EXIT_FAILED)
-
-    def human() -> None:
-        table = Table(title=f"local target {customer_id}: {'up' if report['up'] else 'NOT up'}")
-        for column in ("process", "pid", "port", "alive", "listening"):
-            table.add_column(column)
-        for process in report["processes"]:  # type: ignore[attr-defined]
-            table.add_row(*(str(process[k]) for k in ("name", "pid", "port", "alive", "listening")))
-        console.print(table)
-
-    emit(report, as_json, human)
-    if not report["up"]:
-        raise SystemExit(EXIT_FAILED)
-
-
-@app.command("down")
-def down(
-    customer_id: CustomerArg,
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the data directory.")] = False,
-    as_json: JsonFlag = False,
-) -> None:
-    """Stop every process the target started (by PID) and remove its accounts and data."""
-    try:
-        report = target.down(customer_id, keep=keep)
-    except ServiceError as exc:
-        fail(str(exc), as_json, EXIT_FAILED)
-    emit(
-        report,
-        as_json,
-        lambda: console.print(
-            f"[green]down[/] {customer_id}: stopped {', '.join(report['stopped']) or 'nothing'}"  # type: ignore[arg-type]
-            + (f"; data kept in {report['kept']}" if keep else "; data removed")
-        ),
-    )
-
-
-# --- the product image and the real machines (issue 12) --------------------------------------
-machines_app = typer.Typer(
-    help="The customer's production and test machines: the product image booted with "
-    "systemd-nspawn, configured by the rendered user-data, reached over SSH.",
-    no_args_is_help=True,
-)
-app.add_typer(machines_app, name="machines")
 _CUSTOMER_ID = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
 
 
@@ -140,8 +72,8 @@ def image(
     )
 
 
-@machines_app.command("up")
-def machines_up(
+@app.command("up")
+def up(
     customer_id: CustomerArg, directory: CustomersDir = CUSTOMERS_DIR, as_json: JsonFlag = False
 ) -> None:
     """Boot the production and test machines; fail (and stop them) unless every machine's
@@ -156,8 +88,8 @@ def machines_up(
     emit(report, as_json, lambda: _print_machines(report))
 
 
-@machines_app.command("status")
-def machines_status(customer_id: CustomerArg, as_json: JsonFlag = False) -> None:
+@app.command("status")
+def status(customer_id: CustomerArg, as_json: JsonFlag = False) -> None:
     """Show the machines (running, address, pinned host keys). Exit 1 if not up."""
     try:
         report = machines.status(_checked_id(customer_id, as_json))
@@ -168,8 +100,8 @@ def machines_status(customer_id: CustomerArg, as_json: JsonFlag = False) -> None
         raise SystemExit(EXIT_FAILED)
 
 
-@machines_app.command("down")
-def machines_down(customer_id: CustomerArg, as_json: JsonFlag = False) -> None:
+@app.command("down")
+def down(customer_id: CustomerArg, as_json: JsonFlag = False) -> None:
     """Power the machines off (clean shutdown), stop the emulator, remove their data."""
     try:
         report = machines.down(_checked_id(customer_id, as_json))
@@ -202,4 +134,76 @@ def _print_machines(report: dict[str, object]) -> None:
     console.print(
         f"ssh -i {report['ops_key']} -o UserKnownHostsFile={report['known_hosts']} "
         f"erpcloud-ops@<address>"
+    )
+
+
+# --- the host-process stand-in (being retired: the machines replace it) ----------------------
+processes_app = typer.Typer(
+    help="The earlier stand-in, being retired: sshd processes and PostgreSQL 15 on this host, "
+    "configured in code (`--site local` drills and the backup tests still use it).",
+    no_args_is_help=True,
+)
+app.add_typer(processes_app, name="processes")
+
+
+@processes_app.command("up")
+def processes_up(
+    customer_id: CustomerArg, directory: CustomersDir = CUSTOMERS_DIR, as_json: JsonFlag = False
+) -> None:
+    """Start the customer's local target (stopped again, by PID, if any part fails)."""
+    customer = load_valid_customer(_checked_id(customer_id, as_json), directory, as_json)
+    try:
+        with console.status("starting...") as spinner:
+            running = target.up(customer, progress=lambda s: spinner.update(f"starting {s}..."))
+    except ServiceError as exc:
+        fail(str(exc), as_json, EXIT_FAILED)
+    emit(
+        target.status(customer.id),
+        as_json,
+        lambda: console.print(
+            f"[green]up[/] {customer.id}: state in {running.root}; "
+            f"`erpcloud local processes status {customer.id}` shows it, `down` stops it"
+        ),
+    )
+
+
+@processes_app.command("status")
+def processes_status(customer_id: CustomerArg, as_json: JsonFlag = False) -> None:
+    """Show the target's processes (alive, listening), hosts and endpoints. Exit 1 if not up."""
+    try:
+        report = target.status(_checked_id(customer_id, as_json))
+    except ServiceError as exc:
+        fail(str(exc), as_json, EXIT_FAILED)
+
+    def human() -> None:
+        table = Table(title=f"local target {customer_id}: {'up' if report['up'] else 'NOT up'}")
+        for column in ("process", "pid", "port", "alive", "listening"):
+            table.add_column(column)
+        for process in report["processes"]:  # type: ignore[attr-defined]
+            table.add_row(*(str(process[k]) for k in ("name", "pid", "port", "alive", "listening")))
+        console.print(table)
+
+    emit(report, as_json, human)
+    if not report["up"]:
+        raise SystemExit(EXIT_FAILED)
+
+
+@processes_app.command("down")
+def processes_down(
+    customer_id: CustomerArg,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the data directory.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Stop every process the target started (by PID) and remove its accounts and data."""
+    try:
+        report = target.down(_checked_id(customer_id, as_json), keep=keep)
+    except ServiceError as exc:
+        fail(str(exc), as_json, EXIT_FAILED)
+    emit(
+        report,
+        as_json,
+        lambda: console.print(
+            f"[green]down[/] {customer_id}: stopped {', '.join(report['stopped']) or 'nothing'}"  # type: ignore[arg-type]
+            + (f"; data kept in {report['kept']}" if keep else "; data removed")
+        ),
     )

@@ -123,7 +123,7 @@ def step_machines_up(context: DemoContext) -> str:
     state = context.machines
     image = state.image
     built = "built" if image["built_now"] else "from the cache"
-    context.facts["machines"] = f"{state.root} (`erpcloud local machines status {customer.id}`)"
+    context.facts["machines"] = f"{state.root} (`erpcloud local status {customer.id}`)"
     created = len(state.provisioned.created)
     production, test = (
         state.machines[e].address for e in (Environment.PRODUCTION, Environment.TEST)

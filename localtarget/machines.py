@@ -1,4 +1,4 @@
-"""`erpcloud local machines up|status|down`: a customer's production and test machines, real.
+"""`erpcloud local up|status|down`: a customer's production and test machines, real.
 
 What the customer's stack creates on AWS, built on this host from the same sources:
 
@@ -238,7 +238,7 @@ def up(
         if any(pid_alive(r.pid) for r in existing.machines.values()):
             raise ServiceError(
                 f"machines for {customer.id!r} are already up "
-                f"(`erpcloud local machines down {customer.id}` first)"
+                f"(`erpcloud local down {customer.id}` first)"
             )
         _teardown(existing)
     progress(f"product image {customer.product_version}")
@@ -398,8 +398,7 @@ def load_state(customer_id: str) -> MachineSetState:
     path = machines_root(customer_id) / STATE_FILE
     if not path.is_file():
         raise ServiceError(
-            f"no local machines for {customer_id!r} (run `erpcloud local machines up "
-            f"{customer_id}`)"
+            f"no local machines for {customer_id!r} (run `erpcloud local up {customer_id}`)"
         )
     return MachineSetState.model_validate_json(path.read_text())
 

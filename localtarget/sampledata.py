@@ -16,12 +16,11 @@ from datetime import UTC, datetime
 import psycopg
 
 from erpcloud.model import Customer
+from erpcloud.product import HEALTH_QUERY, SYSTEM_INFO_TABLE
 from erpcloud.render import PRODUCT_DATABASE
 
-#: The product's system-information table: its version is what S15/S19 checks read.
-SYSTEM_INFO_TABLE = "erp_system_info"
-#: The product's own health query (S8 drills run it on a restored database).
-HEALTH_QUERY = f"SELECT version FROM {SYSTEM_INFO_TABLE} WHERE id = 1"  # noqa: S608 - constant
+__all__ = ["HEALTH_QUERY", "SYSTEM_INFO_TABLE"]  # still read from here by the stand-ins' callers
+
 
 SCHEMA = f"""
 CREATE TABLE {SYSTEM_INFO_TABLE} (

@@ -1,4 +1,4 @@
-"""`erpcloud local up|status|down`: a customer's environment on this machine.
+"""`erpcloud local processes up|status|down`: a customer's environment on this machine.
 
 The same customer file and the same rendered configs as production, with local stand-ins:
 moto (behind stunnel) as AWS, a private PostgreSQL 15 cluster as the database host, and two
@@ -157,7 +157,7 @@ def load_state(customer_id: str) -> TargetState:
     path = target_root(customer_id) / STATE_FILE
     if not path.exists():
         raise ServiceError(
-            f"no local target for {customer_id!r} (run `erpcloud local up {customer_id}`)"
+            f"no local target for {customer_id!r} (run `erpcloud local processes up {customer_id}`)"
         )
     return TargetState.model_validate_json(path.read_text())
 
@@ -180,7 +180,7 @@ def up(customer: Customer, progress: Callable[[str], None] = lambda _: None) -> 
         if any(pid_alive(p.pid) for p in existing.processes):
             raise ServiceError(
                 f"a local target for {customer.id!r} is already up "
-                f"(`erpcloud local down {customer.id}` first)"
+                f"(`erpcloud local processes down {customer.id}` first)"
             )
         _remove(existing, keep=False)
     root.mkdir(parents=True, exist_ok=True)
@@ -301,7 +301,7 @@ def attach(customer: Customer) -> LocalTarget:
     if dead:
         raise ServiceError(
             f"the local target of {customer.id!r} is not fully up ({', '.join(dead)} stopped); "
-            f"run `erpcloud local down {customer.id}` then `up`"
+            f"run `erpcloud local processes down {customer.id}` then `up`"
         )
     root = Path(state.root)
     aws = LocalAws(root / "aws", http_port=state.aws_http_port, tls_port=state.aws_tls_port)

@@ -603,7 +603,8 @@ def test_rendered_backup_units_pass_systemd_verify(
 
 # --- the commands without a target ---------------------------------------------------------------
 def test_commands_need_a_running_local_target(tmp_path: Path):
-    """By default the commands talk to `erpcloud local up`'s database; none runs for this id."""
+    """By default the commands talk to the machines of `erpcloud local up`; none runs for this
+    id."""
     text = (CUSTOMERS / "acme-retail.yaml").read_text().replace("id: acme-retail", "id: bk-nolocal")
     (tmp_path / "bk-nolocal.yaml").write_text(text)
     result = CliRunner().invoke(
@@ -611,7 +612,7 @@ def test_commands_need_a_running_local_target(tmp_path: Path):
     )
     assert result.exit_code == 1
     error = json.loads(result.output)["error"]
-    assert "no local target for 'bk-nolocal'" in error and "erpcloud local up" in error
+    assert "no local machines for 'bk-nolocal'" in error and "erpcloud local up bk-nolocal" in error
     unknown = CliRunner().invoke(app, ["backup", "list", "nobody", "--customers", str(tmp_path)])
     assert unknown.exit_code == 2
 

@@ -153,7 +153,8 @@ def runner(instance: LocalInstance) -> LocalPgBackRest:
 
 @pytest.fixture(scope="module", autouse=True)
 def resolve_to_test_instances(local_aws: LocalAws) -> Iterator[dict[str, BackupTarget]]:
-    """`erpcloud backup ...` finds this module's databases (the default finds `local up`'s)."""
+    """`erpcloud backup ...` finds this module's databases (the default finds the machines of
+    `erpcloud local up`)."""
     targets: dict[str, BackupTarget] = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(backups.cli, "resolve_target", lambda c: targets[c.id])

@@ -2,14 +2,12 @@
 purge rules and the AWS purge plan, the suspended stack, and S14 migrations.
 
 The host operations (move in, export, inventory) are in ``test_lifecycle_hosts.py``; a customer's
-end on a real local target (cancel, terminate, purge) in ``test_lifecycle_end.py``.
+end on real local machines (cancel, terminate, purge) in ``test_lifecycle_end.py``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,6 @@ from lifecycle.dump import MoveInRefused
 from lifecycle.movein import check_attachments
 from lifecycle.purge import PurgeRefused, check_purge
 from lifecycle.records import CustomerRecord, Event
-from localtarget import target
 from maintenance.change import load_change
 from maintenance.rules import check_change
 from stacks.plan import BUCKET_TYPE, plan_customer
@@ -58,17 +55,6 @@ def write_local_customer(directory: Path, customer_id: str, base: str = "acme-re
     fleet = load_fleet(directory)
     assert fleet.ok, fleet.errors
     return path
-
-
-@contextmanager
-def local_target(customer: Customer) -> Iterator[target.LocalTarget]:
-    """The customer's local target, taken down at the end (unless a test already did)."""
-    started = target.up(customer)
-    try:
-        yield started
-    finally:
-        if (started.root / target.STATE_FILE).exists():
-            target.down(customer.id)
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Any:

@@ -1,15 +1,18 @@
-"""Move in (S19), export (S18) and the inventory (P4) against real hosts.
+"""Move in (S19), export (S18) and the inventory (P4) against real machines.
 
-A customer's local target (PostgreSQL with both backup repositories in moto behind stunnel, and
-its sshd hosts) and a separate PostgreSQL cluster standing for the customer's on-premises
-server. The Fabric tasks run as a user runs them (``fab lifecycle.import|export``).
+The customer's production and test machines, booted from the product image (PostgreSQL 17,
+both backup repositories in the AWS stand-in behind TLS), and a separate PostgreSQL cluster on
+this host standing for the customer's on-premises server. The Fabric tasks run as a user runs
+them (``fab lifecycle.import|export``) and find the machines as the commands do: the local site.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -17,36 +20,46 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from backups.pgbackrest import LocalPgBackRest
 from backups.runs import list_backups
 from erpcloud.cli import app
 from erpcloud.fleet import load_fleet
 from erpcloud.model import Customer, Environment
+from erpcloud.product import HEALTH_QUERY
 from erpcloud.render import PRODUCT_DATABASE, secret_name
 from erpcloud.ssh import connect, run
 from lifecycle.dump import DumpError, MoveInRefused, read_dump
 from lifecycle.export import MANIFEST, export_customer, verify_export
 from lifecycle.movein import move_in
-from lifecycle.site import Site, local_site
-from localtarget import sampledata, target
+from lifecycle.site import Site, resolve_site
+from localtarget import machines, onmachine, sampledata
+from localtarget.machines import MachineSetState
 from localtarget.postgres import PG_BIN, PostgresCluster
+from localtarget.s3 import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY
 from maintenance.inventory import load_inventory, write_known_hosts
 from stacks.plan import plan_customer
 
 from .conftest import CUSTOMERS, REPO_ROOT
-from .test_lifecycle import invoke, local_target, write_local_customer
+from .test_lifecycle import invoke, write_local_customer
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.timeout(900)]
 TAG = os.getpid() % 100000
 CUSTOMER_ID = f"lch-{TAG}"
 FAB = str(Path(sys.executable).parent / "fab")
 runner = CliRunner()
 #: Rows that stress COPY's text format: a tab, a newline and a backslash inside values.
 AWKWARD_ROWS = "insert into \"Notes & Remarks\" values (E'tab\\there'), (E'two\\nlines'), (E'\\\\')"
+PRODUCTION, TEST = Environment.PRODUCTION, Environment.TEST
+#: Rows per table of the public schema, named as pg_dump names them (``table|count`` lines).
+COUNT_TABLES = (
+    "select format('%I.%I', schemaname, tablename) || '|' || (xpath('/row/c/text()', "
+    "query_to_xml(format('select count(*) as c from %I.%I', schemaname, tablename), "
+    "false, true, '')))[1]::text from pg_tables where schemaname = 'public' order by 1"
+)
 
 
 def pg_dump(cluster: PostgresCluster, path: Path) -> Path:
@@ -59,16 +72,42 @@ def pg_dump(cluster: PostgresCluster, path: Path) -> Path:
 
 
 def counts(cluster: PostgresCluster, database: str = PRODUCT_DATABASE) -> dict[str, int]:
-    """Rows per table of the public schema, named as pg_dump names them."""
-    tables = cluster.psql(
-        "select format('%I.%I', schemaname, tablename) from pg_tables "
-        "where schemaname = 'public' order by 1",
-        dbname=database,
-    ).splitlines()
+    """Rows per table of the public schema of a cluster on this host."""
+    return parse_table_counts(cluster.psql(COUNT_TABLES, dbname=database))
+
+
+def machine_counts(
+    state: MachineSetState, environment: Environment = PRODUCTION, database: str = PRODUCT_DATABASE
+) -> dict[str, int]:
+    """The same, on a machine."""
+    return parse_table_counts(onmachine.psql(state, environment, COUNT_TABLES, dbname=database))
+
+
+def parse_table_counts(output: str) -> dict[str, int]:
+    pairs = (line.rpartition("|") for line in output.splitlines() if line)
+    return {table: int(count) for table, _, count in pairs}
+
+
+def on_machine(state: MachineSetState, script: str, environment: Environment = PRODUCTION) -> str:
+    return onmachine.as_root(state, environment, script)
+
+
+def remote_files(state: MachineSetState, folder: str) -> dict[str, str]:
+    """{relative path: SHA-256} of every file below a folder on production."""
+    listing = on_machine(
+        state,
+        f"cd {shlex.quote(folder)} && find . -type f -print0 | sort -z | xargs -0 -r sha256sum",
+    )
     return {
-        table: int(cluster.psql(f"select count(*) from {table}", dbname=database))  # noqa: S608
-        for table in tables
+        name.removeprefix("./"): digest
+        for digest, _, name in (line.partition("  ") for line in listing.splitlines())
     }
+
+
+def remote_entries(state: MachineSetState, folder: str) -> list[str]:
+    """What a folder on production holds (nothing if it does not exist)."""
+    quoted = shlex.quote(folder)
+    return on_machine(state, f"[ ! -d {quoted} ] || ls -A {quoted}").split()
 
 
 def fab(*args: str) -> subprocess.CompletedProcess[str]:
@@ -94,14 +133,22 @@ def customer(customers_dir: Path) -> Customer:
 
 
 @pytest.fixture(scope="module")
-def running(customer: Customer) -> Iterator[target.LocalTarget]:
-    with local_target(customer) as started:
-        yield started
+def running(customer: Customer) -> Iterator[MachineSetState]:
+    state = machines.up(customer)  # all or nothing: on failure nothing is left to take down
+    try:
+        yield state
+    finally:
+        machines.down(customer.id)
 
 
 @pytest.fixture(scope="module")
-def site(customer: Customer, running: target.LocalTarget) -> Site:
-    return local_site(customer, running.state)
+def site(
+    customer: Customer, running: MachineSetState, tmp_path_factory: pytest.TempPathFactory
+) -> Site:
+    """Found as the commands find it: the local site holds the customer's machines."""
+    found = resolve_site(customer, {customer.id: customer}, work_dir=tmp_path_factory.mktemp("s"))
+    assert found.local is not None and found.host.ssh.host == running.machines[PRODUCTION].address
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -151,16 +198,17 @@ def attachments(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def imported(
-    running: target.LocalTarget,
+    running: MachineSetState,
     customers_dir: Path,
     dumps: dict[str, Path],
     attachments: Path,
 ) -> dict[str, Any]:
-    """``fab lifecycle.import`` into an instance that already has a database of the product."""
-    cluster = running.instance.cluster
-    sampledata.create_database(cluster.conninfo())
-    cluster.psql("create table before_move_in (note text)", dbname=PRODUCT_DATABASE)
-    cluster.psql("insert into before_move_in values ('kept')", dbname=PRODUCT_DATABASE)
+    """``fab lifecycle.import`` into an instance that already has a database of the product
+    (provisioning created it at first boot)."""
+    onmachine.psql(
+        running, PRODUCTION, "create table before_move_in (note text); "
+        "insert into before_move_in values ('kept')",
+    )  # fmt: skip
     result = fab(
         "lifecycle.import", "--customer", CUSTOMER_ID, "--dump", str(dumps["current"]),
         "--attachments", str(attachments), "--customers", str(customers_dir),
@@ -184,7 +232,7 @@ def test_the_dump_says_its_version_and_rows_per_table(
 
 
 def test_move_in_refuses_a_dump_below_the_minimum_or_unsupported(
-    site: Site, customers_dir: Path, dumps: dict[str, Path], running: target.LocalTarget
+    site: Site, customers_dir: Path, dumps: dict[str, Path], running: MachineSetState
 ):
     with pytest.raises(
         MoveInRefused, match=r"below the minimum version to move in .*\(RR15Q2, S19\)"
@@ -194,20 +242,22 @@ def test_move_in_refuses_a_dump_below_the_minimum_or_unsupported(
         move_in(site, dumps["unsupported"])
     with pytest.raises(MoveInRefused, match=r"business database; .* commerce edition"):
         move_in(site, dumps["old-business"])
+    with pytest.raises(DumpError, match=r"plain\.sql \(read on .* not a readable pg_dump"):
+        move_in(site, dumps["plain"])
     refused = fab(
         "lifecycle.import", "--customer", CUSTOMER_ID, "--dump", str(dumps["too-old"]),
         "--customers", str(customers_dir),
     )  # fmt: skip
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "(RR15Q2, S19)" in json.loads(refused.stdout)["error"]
-    staging = Path(site.paths.staging)
-    assert not staging.exists() or not list(staging.iterdir())  # nothing was copied
+    assert remote_entries(running, site.paths.staging) == []  # the copied dumps went again
+    assert "before_move_in" not in onmachine.psql(running, PRODUCTION, "select * from pg_tables")
 
 
 # --- move in (S19) --------------------------------------------------------------------------------
 def test_import_loads_verifies_and_backs_up_to_both_regions(
     imported: dict[str, Any],
-    running: target.LocalTarget,
+    running: MachineSetState,
     site: Site,
     onprem: PostgresCluster,
     attachments: Path,
@@ -215,21 +265,24 @@ def test_import_loads_verifies_and_backs_up_to_both_regions(
 ):
     assert imported["ok"] is True and imported["verified"] is True
     assert imported["product_version"] == "25Q4.1"
-    cluster = running.instance.cluster
-    assert counts(cluster) == counts(onprem) == imported["tables"]
-    assert cluster.psql(sampledata.HEALTH_QUERY, dbname=PRODUCT_DATABASE) == "25Q4.1"
+    assert machine_counts(running) == counts(onprem) == imported["tables"]
+    assert onmachine.psql(running, PRODUCTION, HEALTH_QUERY) == "25Q4.1"
     # Nothing lost: the database that was there is kept aside under a dated name.
     kept = imported["previous_database"]
     assert kept.startswith(f"{PRODUCT_DATABASE}_before_movein_")
-    assert cluster.psql("select note from before_move_in", dbname=kept) == "kept"
-    # The attachments are on the host, byte for byte.
-    on_host = Path(site.paths.attachments)
-    sent = {p.relative_to(attachments): sha256(p) for p in attachments.rglob("*") if p.is_file()}
-    there = {p.relative_to(on_host): sha256(p) for p in on_host.rglob("*") if p.is_file()}
-    assert there == sent and imported["attachments"] == len(sent) == 3
-    assert not list(Path(site.paths.staging).iterdir())  # the staging folder is cleaned up
+    assert onmachine.psql(running, PRODUCTION, "select note from before_move_in", kept) == "kept"
+    # The attachments are on the machine, byte for byte.
+    sent = {
+        p.relative_to(attachments).as_posix(): sha256(p)
+        for p in attachments.rglob("*")
+        if p.is_file()
+    }
+    assert remote_files(running, site.paths.attachments) == sent
+    assert imported["attachments"] == len(sent) == 3
+    assert remote_entries(running, site.paths.staging) == []  # the staging folder is cleaned up
     # A full backup right after, in each region's repository.
-    sets = list_backups(LocalPgBackRest(running.instance), customer)
+    with site.pgbackrest() as pgbackrest:
+        sets = list_backups(pgbackrest, customer)
     for repo in ("repo1", "repo2"):
         assert imported["backups"][repo] in {b.label for b in sets[repo]}
         assert sets[repo][-1].type.value == "full"
@@ -238,15 +291,13 @@ def test_import_loads_verifies_and_backs_up_to_both_regions(
 # --- export (S18) ---------------------------------------------------------------------------------
 def test_export_restores_elsewhere_with_the_same_rows(
     imported: dict[str, Any],
-    running: target.LocalTarget,
+    running: MachineSetState,
     site: Site,
     customers_dir: Path,
     tmp_path: Path,
-    pg_cluster_factory: Callable[..., PostgresCluster],
 ):
-    product = Path(site.paths.product)
-    (product / "modules" / "custom").mkdir(parents=True, exist_ok=True)
-    (product / "modules" / "custom" / "pricing.py").write_text("DISCOUNT = 0.1\n")
+    custom = f"{site.paths.product}/modules/custom"
+    on_machine(running, f"install -d {custom} && printf 'DISCOUNT = 0.1\\n' > {custom}/pricing.py")
     out = tmp_path / "exports"
     result = fab(
         "lifecycle.export", "--customer", CUSTOMER_ID, "--out", str(out),
@@ -264,18 +315,23 @@ def test_export_restores_elsewhere_with_the_same_rows(
     }
     assert verify_export(folder) == []
     assert manifest["product_version"] == "25Q4.1"
-    source_db = counts(running.instance.cluster)
+    source_db = machine_counts(running)
     assert manifest["files"][0]["tables"] == source_db
 
-    fresh = pg_cluster_factory()
-    fresh.psql(f"create database {PRODUCT_DATABASE}")
-    subprocess.run(
-        [str(PG_BIN / "pg_restore"), "--exit-on-error", "--no-owner", "-h", str(fresh.socket_dir),
-         "-p", str(fresh.port), "-U", "postgres", "-d", PRODUCT_DATABASE,
-         str(folder / "database.dump")],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    assert counts(fresh) == source_db
+    # Elsewhere: the test machine (the same PostgreSQL major), into a database of its own.
+    staged = "/var/tmp/exported.dump"
+    connection = connect(running.ssh_target(TEST))
+    try:
+        connection.sftp().put(str(folder / "database.dump"), staged)
+    finally:
+        connection.close()
+    on_machine(
+        running,
+        "runuser -u postgres -- createdb exported && runuser -u postgres -- pg_restore "
+        f"--exit-on-error --no-owner -d exported {staged}",
+        TEST,
+    )
+    assert machine_counts(running, TEST, "exported") == source_db
 
     with tarfile.open(folder / "attachments.tar.gz") as archive:
         names = {m.name for m in archive.getmembers() if m.isfile()}
@@ -287,7 +343,8 @@ def test_export_restores_elsewhere_with_the_same_rows(
         "attachments/2025/empty.txt",
         "attachments/2025/invoices/INV 0001.pdf",
     }
-    assert logo == (Path(site.paths.attachments) / "logo.png").read_bytes()
+    on_host = on_machine(running, f"base64 -w0 {site.paths.attachments}/logo.png")
+    assert logo == base64.b64decode(on_host)
     with tarfile.open(folder / "source.tar.gz") as archive:
         member = archive.extractfile("erp/modules/custom/pricing.py")
         assert member is not None and member.read() == b"DISCOUNT = 0.1\n"
@@ -299,7 +356,11 @@ def test_export_restores_elsewhere_with_the_same_rows(
 
 
 def test_an_interrupted_export_leaves_nothing_presented_as_complete(
-    imported: dict[str, Any], site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    imported: dict[str, Any],
+    running: MachineSetState,
+    site: Site,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ):
     out = tmp_path / "exports"
     seen: list[tuple[str, int]] = []
@@ -327,12 +388,12 @@ def test_an_interrupted_export_leaves_nothing_presented_as_complete(
     with pytest.raises(KeyboardInterrupt):
         export_customer(site, second, transfer=interrupt)
     assert list(second.iterdir()) == []
-    assert not list(Path(site.paths.staging).iterdir())  # the host's staging folder went too
+    assert remote_entries(running, site.paths.staging) == []  # the host's staging folder went too
 
 
 # --- the inventory (P4) ---------------------------------------------------------------------------
 def test_inventory_lists_the_fleet_and_writes_the_runners_inventory(
-    running: target.LocalTarget,
+    running: MachineSetState,
     customer: Customer,
     customers_dir: Path,
     tmp_path: Path,
@@ -352,7 +413,7 @@ def test_inventory_lists_the_fleet_and_writes_the_runners_inventory(
         outputs[sample] = plan_customer(sample_fleet[sample]).outputs  # as `pulumi stack output`
         (outputs_dir / f"{sample}.json").write_text(json.dumps(outputs[sample]))
     northwind = outputs["northwind-trading"]
-    pinned = running.state.host(Environment.TEST).host_public_key  # any valid host key
+    pinned = " ".join(running.machines[TEST].host_keys[0].split()[:2])  # any valid host key
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(
         f"{northwind['ssh_host']} {pinned}\n{northwind['test_ssh_host']} {pinned}\n"
@@ -369,17 +430,17 @@ def test_inventory_lists_the_fleet_and_writes_the_runners_inventory(
     assert sorted(rows) == sorted([CUSTOMER_ID, *outputs, "maison-dupont"])
 
     local = rows[CUSTOMER_ID]
-    production = running.state.host(Environment.PRODUCTION)
+    production = running.machines[PRODUCTION]
     assert (
         local["ssh"]
         == local["sftp"]
         == {
-            "host": "127.0.0.1",
-            "port": production.port,
+            "host": production.address,
+            "port": 22,
             "users": [u.name for u in customer.ssh.users],
         }
     )
-    assert local["database"]["port"] == running.state.pg_port
+    assert (local["database"]["host"], local["database"]["port"]) == (production.address, 5432)
     assert local["disk_used_bytes"] > 10 * 2**20 and local["running"] is True
     assert (local["licence_users"], local["pos_terminals"]) == (25, 40)
     assert (local["partner"], local["region"], local["state"]) == (
@@ -409,7 +470,7 @@ def test_inventory_lists_the_fleet_and_writes_the_runners_inventory(
     )  # fmt: skip
     notes = "\n".join(written["notes"])
     assert "lakeside-outfitters-production: skipped, no pinned host key" in notes
-    assert "maison-dupont: skipped, no stack outputs and no local target" in notes
+    assert "maison-dupont: skipped, no stack outputs and no local machines" in notes
     assert oct(out.stat().st_mode & 0o777) == "0o600"
     inventory = load_inventory(out, load_fleet(fleet_dir).customers)
     entry = inventory.host("northwind-trading-production")
@@ -418,22 +479,31 @@ def test_inventory_lists_the_fleet_and_writes_the_runners_inventory(
     host = inventory.host(f"{CUSTOMER_ID}-production")
     connection = connect(inventory.target(host, write_known_hosts(inventory, tmp_path / "kh")))
     try:
-        assert run(connection, "id -un").stdout.strip() == production.ops_user
+        assert run(connection, "id -un").stdout.strip() == running.ops_user
     finally:
         connection.close()
 
     # Never a password: the local secrets' values appear nowhere.
-    manager = running.aws.client("secretsmanager", customer.region)
+    manager = boto3.client(
+        "secretsmanager",
+        region_name=customer.region,
+        endpoint_url=f"http://127.0.0.1:{running.aws_http_port}",
+        aws_access_key_id=EMULATOR_ACCESS_KEY,
+        aws_secret_access_key=EMULATOR_SECRET_KEY,
+    )
     password = manager.get_secret_value(SecretId=secret_name(customer, "database_password"))
     for text in (result.stdout, out.read_text()):
         assert password["SecretString"] not in text
     assert "password" not in yaml.safe_load(out.read_text())
 
 
-def test_inventory_summary_for_people_and_unreadable_outputs(customers_dir: Path, tmp_path: Path):
+def test_inventory_summary_for_people_and_unreadable_outputs(
+    customers_dir: Path, running: MachineSetState, tmp_path: Path
+):
     human = runner.invoke(app, ["inventory", "--customers", str(customers_dir)])
     assert human.exit_code == 0, human.output
-    assert CUSTOMER_ID in human.output and "127.0.0.1" in human.output
+    address = running.machines[PRODUCTION].address
+    assert CUSTOMER_ID in human.output and f"SSH/SFTP {address}:22" in human.output
     fleet_dir = tmp_path / "customers"
     fleet_dir.mkdir()
     (fleet_dir / "northwind-trading.yaml").write_text(

@@ -1,4 +1,5 @@
-"""`erpcloud local up|status|down`: everything started is recorded, reachable, and stopped."""
+"""`erpcloud local processes up|status|down` (the host-process stand-in): everything started is
+recorded, reachable, and stopped."""
 
 from __future__ import annotations
 
@@ -143,12 +144,15 @@ def test_database_is_configured_by_the_rendered_files(running: target.LocalTarge
 
 
 def test_cli_status_reports_up(running: target.LocalTarget):
-    result = CliRunner().invoke(app, ["local", "status", running.customer.id, "--json"])
+    result = CliRunner().invoke(
+        app, ["local", "processes", "status", running.customer.id, "--json"]
+    )
     assert result.exit_code == 0, result.output
 
 
 def test_cli_up_and_down_stop_by_pid_and_remove_everything(customer: Customer, tmp_path: Path):
-    """`erpcloud local up` then `down`, as a user runs them, on a customer file of its own."""
+    """`erpcloud local processes up` then `down`, as a user runs them, on a customer file of its
+    own."""
     other = customer.model_copy(
         update={
             "id": f"lt-{TAG}-b",
@@ -161,12 +165,14 @@ def test_cli_up_and_down_stop_by_pid_and_remove_everything(customer: Customer, t
     customers_dir.mkdir()
     (customers_dir / f"{other.id}.yaml").write_text(yaml.safe_dump(other.model_dump(mode="json")))
     cli = CliRunner()
-    up = cli.invoke(app, ["local", "up", other.id, "--customers", str(customers_dir), "--json"])
+    up = cli.invoke(
+        app, ["local", "processes", "up", other.id, "--customers", str(customers_dir), "--json"]
+    )
     assert up.exit_code == 0, up.output
     state = target.load_state(other.id)
     pids = [p.pid for p in state.processes]
     ports = [p.port for p in state.processes]
-    down = cli.invoke(app, ["local", "down", other.id, "--json"])
+    down = cli.invoke(app, ["local", "processes", "down", other.id, "--json"])
     assert down.exit_code == 0, down.output
     assert len(json.loads(down.stdout)["stopped"]) == 5
     assert not any(pid_alive(pid) for pid in pids)
@@ -204,7 +210,7 @@ def test_failed_up_leaves_nothing_behind(customer: Customer, monkeypatch: pytest
 
 
 def test_status_of_an_unknown_target_fails_clearly():
-    result = CliRunner().invoke(app, ["local", "status", "no-such-customer"])
+    result = CliRunner().invoke(app, ["local", "processes", "status", "no-such-customer"])
     assert result.exit_code == 1
     assert "no local target" in result.output
 

@@ -171,14 +171,17 @@ def test_site_files_name_the_emulator_and_no_secret(tmp_path: Path):
 
 
 @pytest.mark.parametrize("bad", ["../../x", "Acme", "a", "x" * 41, "acme_retail", "-acme"])
-@pytest.mark.parametrize("command", ["status", "down"])
-def test_machine_commands_refuse_a_bad_id_before_reading_anything(bad, command):
-    result = CliRunner().invoke(app, ["local", "machines", command, "--", bad])
+@pytest.mark.parametrize(
+    "command", [["status"], ["down"], ["processes", "status"], ["processes", "down"]]
+)
+def test_local_commands_refuse_a_bad_id_before_reading_anything(bad, command):
+    """An id names a folder: `local down ../../x` must not read or delete outside it (S20)."""
+    result = CliRunner().invoke(app, ["local", *command, "--", bad])
     assert result.exit_code == 2
     assert "customer id" in result.output
 
 
-@pytest.mark.parametrize("command", [["local", "image"], ["local", "machines", "up"]])
+@pytest.mark.parametrize("command", [["local", "image"], ["local", "up"]])
 def test_image_and_up_refuse_an_unknown_customer(command):
     result = CliRunner().invoke(app, [*command, "no-such-customer", "--json"])
     assert result.exit_code == 2

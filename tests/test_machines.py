@@ -39,7 +39,7 @@ def booted(sample_fleet: dict[str, Customer]) -> Iterator[tuple[Customer, Machin
     """acme-retail's machines, through the CLI as an operator starts them."""
     customer = sample_fleet["acme-retail"]
     runner = CliRunner()
-    result = runner.invoke(app, ["local", "machines", "up", customer.id, "--json"])
+    result = runner.invoke(app, ["local", "up", customer.id, "--json"])
     try:
         assert result.exit_code == 0, result.output
         status = json.loads(result.output)
@@ -47,7 +47,7 @@ def booted(sample_fleet: dict[str, Customer]) -> Iterator[tuple[Customer, Machin
         assert set(status["machines"]) == {"production", "test"}
         yield customer, machines.load_state(customer.id)
     finally:
-        down = runner.invoke(app, ["local", "machines", "down", customer.id, "--json"])
+        down = runner.invoke(app, ["local", "down", customer.id, "--json"])
         assert down.exit_code == 0, down.output
 
 
