@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -83,6 +84,10 @@ class PgBackRest(Protocol):
         """The WAL file the database writes now, or None when it cannot be asked."""
         ...
 
+    def version(self) -> str:
+        """What ``pgbackrest version`` prints on the host ("pgBackRest 2.55.1")."""
+        ...
+
 
 def run_checked(runner: PgBackRest, *args: str, timeout: float = COMMAND_TIMEOUT_SECONDS) -> str:
     result = runner.run(*args, timeout=timeout)
@@ -124,6 +129,12 @@ class LocalPgBackRest:
         except Exception:  # a stopped database just means "unknown"
             return None
 
+    def version(self) -> str:
+        completed = subprocess.run(
+            [PGBACKREST_BINARY, "version"], capture_output=True, text=True, check=True, timeout=60
+        )
+        return completed.stdout
+
 
 # --- a host over SSH ------------------------------------------------------------------------------
 @dataclass
@@ -163,10 +174,11 @@ class SshPgBackRest:
         return "cd / && sudo -n -u postgres " + shlex.join([*prefix, *argv])
 
     def _run(self, command: str, timeout: float) -> tuple[int, str, str]:
-        with self._lock:  # one paramiko transport: commands go one at a time
+        with self._lock:  # one connection; each command is a channel of its own on it
             if self._connection is None:
                 self._connection = connect(self.target)
-            result = run(self._connection, command, timeout=timeout)
+            connection = self._connection
+        result = run(connection, command, timeout=timeout)
         return int(result.exited), str(result.stdout), str(result.stderr)
 
     def run(self, *args: str, timeout: float = COMMAND_TIMEOUT_SECONDS) -> CommandResult:
@@ -186,6 +198,12 @@ class SshPgBackRest:
         argv += ["-c", _CURRENT_WAL_SQL]
         code, out, _ = self._run(self._as_postgres(argv), 60)
         return (out.strip() or None) if code == 0 else None
+
+    def version(self) -> str:
+        code, out, err = self._run(self._as_postgres([PGBACKREST_BINARY, "version"]), 60)
+        if code != 0:
+            raise PgBackRestError(CommandResult((PGBACKREST_BINARY, "version"), code, out, err))
+        return out
 
     def close(self) -> None:
         with self._lock:

@@ -15,7 +15,14 @@ from typing import Any
 from bench.common import RESULTS_DIR
 
 #: The benchmarks `make bench` runs; each must have left its JSON file.
-EXPECTED = ("plan_fleet", "maintenance_fleet", "backup", "restore_drill", "local_machines")
+EXPECTED = (
+    "plan_fleet",
+    "maintenance_fleet",
+    "backup",
+    "restore_drill",
+    "local_machines",
+    "machine_backup",
+)
 
 
 def collect(results_dir: Path = RESULTS_DIR) -> list[dict[str, Any]]:

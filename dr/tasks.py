@@ -47,7 +47,7 @@ CONFIG: dict[str, Any] = {
         "inventory": "build/inventory.yaml",
     }
 }
-SITES = ("local", "aws")
+SITES = ("local", "machines", "aws")
 
 
 class _BadInput(ValueError):

@@ -97,6 +97,9 @@ class HostLayout:
     lock_path: str = "/tmp/pgbackrest"  # noqa: S108 - pgBackRest's own default
     data_mount: str = "/var/lib/postgresql"
     conf_d: str = "/etc/postgresql/17/main/conf.d"
+    #: Bundled repositories with block-level incremental backups (pgBackRest ≥ 2.46, the
+    #: image's 2.55): an incremental copies the changed blocks of a file, not the file (S6).
+    block_incremental: bool = True
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ def local_layout(root: Path, port: int) -> HostLayout:
         lock_path=str(root / "pgbackrest" / "lock"),
         data_mount=str(root / "pg"),
         conf_d=str(root / "pg" / "data" / "conf.d"),
+        block_incremental=False,  # Debian 12's pgBackRest 2.45 predates it
     )
 
 

@@ -598,7 +598,9 @@ def test_rendered_backup_units_pass_systemd_verify(
     )
     assert result.returncode == 0, result.stderr
     service = units["pgbackrest-backup@.service"]
-    assert "for repo in 1 2" in service and "|| status=1" in service  # repo2 even if repo1 failed
+    # Both repositories at once; each job waited for, a failure in one fails the unit.
+    assert "--repo=$$repo --type=%i backup &" in service
+    assert "wait $$job1 || status=1; wait $$job2 || status=1" in service
 
 
 # --- the commands without a target ---------------------------------------------------------------

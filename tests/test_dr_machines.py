@@ -32,6 +32,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from backups.pgbackrest import SshPgBackRest
+from backups.runs import CONCURRENT_REPOSITORIES_FROM, list_backups, pgbackrest_version
 from dr.drill import DrillRequest, run_drill
 from dr.host import Shell
 from dr.model import CheckStatus, DrillHostRecord, DrillMode, DrillReport, DrillStatus
@@ -201,6 +203,38 @@ def assert_drill_machine_gone(booted: Booted, host: DrillHostRecord) -> None:
     assert not drillmachine.drill_role_exists(booted.state.aws_http_port, role)
     users = booted.aws("iam", booted.customer.region).list_users()["Users"]
     assert not [u["UserName"] for u in users if "-drill-" in u["UserName"]]
+
+
+def test_both_regions_are_backed_up_at_once_with_block_incrementals(booted: Booted):
+    """S6 on pgBackRest 2.55: the module's full backup ran in both repositories at the same
+    time (it locks per repository); the repositories are bundled with block incrementals."""
+    with SshPgBackRest.for_customer(
+        booted.state.ssh_target(Environment.PRODUCTION), booted.customer
+    ) as runner:
+        assert pgbackrest_version(runner) >= CONCURRENT_REPOSITORIES_FROM
+        sets = list_backups(runner, booted.customer)
+    first, second = sets["repo1"][0], sets["repo2"][0]
+    assert (first.type.value, second.type.value) == ("full", "full")
+    assert first.started < second.stopped and second.started < first.stopped, (first, second)
+    conf = production_sh(booted.state, "cat /etc/pgbackrest/pgbackrest.conf")
+    assert all(f"repo{i}-block=y" in conf and f"repo{i}-bundle=y" in conf for i in (1, 2))
+
+
+def test_the_nightly_unit_backs_up_both_regions_at_once(booted: Booted):
+    """The rendered ``pgbackrest-backup@.service`` as systemd runs it on production: a diff in
+    each repository, at the same time, the unit successful."""
+    production_sh(booted.state, "systemctl start pgbackrest-backup@diff.service")
+    result = production_sh(
+        booted.state, "systemctl show -p Result --value pgbackrest-backup@diff.service"
+    )
+    assert result == "success"
+    with SshPgBackRest.for_customer(
+        booted.state.ssh_target(Environment.PRODUCTION), booted.customer
+    ) as runner:
+        sets = list_backups(runner, booted.customer)
+    first, second = sets["repo1"][-1], sets["repo2"][-1]
+    assert (first.type.value, second.type.value) == ("diff", "diff")
+    assert first.started < second.stopped and second.started < first.stopped, (first, second)
 
 
 def test_drill_user_data_passes_the_images_own_cloud_init(booted: Booted):

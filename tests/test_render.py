@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from erpcloud.render import (
     cloud_init_schema,
     render_customer,
     render_notice,
+    render_pgbackrest_conf,
     render_user_data,
     validate_user_data_file,
 )
@@ -108,6 +110,10 @@ def test_production_archives_wal_to_both_regions(sample_fleet: dict[str, Custome
     assert f"repo2-s3-bucket={copy}" in backrest and "repo2-s3-region=eu-central-1" in backrest
     assert backrest.count(f"retention-full={policy.BACKUP_RETENTION_DAYS}") == 2
     assert "s3-key-type=auto" in backrest and "s3-key=" not in backrest
+    # Block-level incrementals in both repositories (pgBackRest 2.55 in the image, S6).
+    assert [f"repo{i}-{o}=y" in backrest for i in (1, 2) for o in ("bundle", "block")] == [True] * 4
+    older = render_pgbackrest_conf(customer, replace(HostLayout(), block_incremental=False))
+    assert "-bundle=" not in older and "-block=" not in older
     timers = _file(data, "/etc/systemd/system/pgbackrest-full.timer")
     assert "OnCalendar=Sun *-*-* 01:30:00 Europe/Dublin" in timers
 
