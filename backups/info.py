@@ -67,7 +67,9 @@ class BackupSet:
     prior: str | None = None
     references: tuple[str, ...] = ()
     size_bytes: int = 0
-    repo_size_bytes: int = 0
+    repo_size_bytes: int = 0  # not reported for bundled repositories
+    #: What this backup added to the repository (a block incremental: the changed blocks).
+    repo_delta_bytes: int = 0
     error: bool = False
 
 
@@ -122,6 +124,7 @@ def parse_backup(entry: dict[str, Any]) -> BackupSet:
         references=tuple(entry.get("reference") or ()),
         size_bytes=int(info.get("size", 0)),
         repo_size_bytes=int((info.get("repository") or {}).get("size", 0)),
+        repo_delta_bytes=int((info.get("repository") or {}).get("delta", 0)),
         error=bool(entry.get("error", False)),
     )
 
