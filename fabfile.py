@@ -10,11 +10,13 @@ from invoke import Collection
 from dr import tasks as dr_tasks
 from erpcloud.sites import register_local
 from lifecycle import tasks as lifecycle_tasks
+from localtarget import drillsite
 from localtarget.site import MachinesSite
 from maintenance import tasks as maintenance_tasks
 
 # Tasks that find a customer's hosts look at the local machines first (erpcloud.sites).
 register_local(MachinesSite())
+drillsite.register()  # `fab dr.drill --site machines|local`
 
 ns = Collection()
 ns.add_collection(

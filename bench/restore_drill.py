@@ -35,12 +35,12 @@ from bench.backup import log, tls_s3, wait_archive_caught_up
 from bench.common import write_result
 from dr.drill import DrillRequest, run_drill
 from dr.model import DrillMode
-from dr.site import local_site
 from erpcloud import policy
 from erpcloud.fleet import load_fleet
 from erpcloud.model import Customer, SshUser
 from erpcloud.render import PRODUCT_DATABASE
 from localtarget import sampledata, target
+from localtarget.drillsite import local_site
 from localtarget.postgres import pg_binary, run_as_postgres
 from localtarget.processes import make_state_root, stop_pid
 from localtarget.s3 import LocalAws

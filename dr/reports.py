@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from dr.model import CheckStatus, DrillReport
 from erpcloud import policy
+from erpcloud.aws import bucket_location
 from erpcloud.files import write_atomic
 
 #: Default home of drill reports, relative to the working directory.
@@ -146,8 +147,6 @@ def upload_reports(
     """Put both files in the reports bucket; returns the object keys."""
     bucket = policy.DR_REPORTS_BUCKET
     if create_bucket:
-        from localtarget.instance import bucket_location
-
         existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
         if bucket not in existing:
             client.create_bucket(Bucket=bucket, **bucket_location(policy.DR_REPORTS_REGION))

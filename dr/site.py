@@ -1,7 +1,9 @@
 """Where a drill runs: the customer's repositories as a drill host reaches them, production's
 database (for the point drill's snapshot), the drill host, and the reports bucket.
 
-Three sites. ``machines``: the customer's real machines (``erpcloud local up``): the
+Three sites, two of them local (registered by the front doors from
+:mod:`localtarget.drillsite`: capabilities never import the local stand-in). ``machines``: the
+customer's real machines (``erpcloud local up``): the
 emulator behind stunnel on the machines' bridge as S3, production (PostgreSQL 17) reached through
 the machines' inventory, and by default a drill machine booted from the customer's image per
 drill, whose own instance role signs (no keys anywhere), as on AWS. ``local``: the host-process
@@ -19,13 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from dr.host import (
-    DatabaseAccess,
-    DrillHost,
-    DrillHostSpec,
-    Shell,
-    create_local_drill_host,
-)
+from dr.host import DatabaseAccess, DrillHost, DrillHostSpec, Shell
 from dr.model import RepoChoice
 from dr.plan import DrillRefused
 from erpcloud import policy
@@ -103,102 +99,23 @@ def production_from_inventory(
     return DatabaseAccess(shell, host.db.port, host.db.socket_dir, pg_version)
 
 
-def _fresh_local_drill_host(pg_version: int) -> DrillHostFactory:
-    def make(drill_id: str, progress: Progress) -> DrillHost:
-        progress("a fresh local sshd drill host")
-        spec, host = create_local_drill_host(drill_id)
-        return DrillHost(spec, drill_id, pg_version, local_host=host)
-
-    return make
+#: Makes a site's drill site for one customer: (customer, work folder, a given drill host).
+DrillSiteFactory = Callable[[Customer, Path, DrillHostSpec | None], DrillSite]
+#: Sites beyond AWS, registered by the front doors (the local ones live in ``localtarget/``).
+_registered: dict[str, DrillSiteFactory] = {}
 
 
-def local_site(
-    customer: Customer, work_dir: Path, drill_host: DrillHostSpec | None = None
-) -> DrillSite:
-    """The customer's running local target (raises if it is not up)."""
-    from localtarget.instance import local_repos
-    from localtarget.target import attach
-
-    running = attach(customer)
-    production = production_from_inventory(
-        Path(running.state.inventory),
-        customer,
-        work_dir / "production_known_hosts",
-        pg_version=STAND_IN_PG_VERSION,
-    )
-    return DrillSite(
-        customer=customer,
-        name="local",
-        repos=local_repos(customer, running.aws),
-        s3_env=running.aws.pgbackrest_env(),
-        production=production,
-        reports_client=lambda: running.aws.client("s3", policy.DR_REPORTS_REGION),
-        create_reports_bucket=True,
-        drill_host=drill_host,
-        pg_version=STAND_IN_PG_VERSION,
-        new_drill_host=_fresh_local_drill_host(STAND_IN_PG_VERSION),
-    )
+def register_drill_site(name: str, factory: DrillSiteFactory) -> None:
+    _registered[name] = factory
 
 
-def machines_site(
-    customer: Customer, work_dir: Path, drill_host: DrillHostSpec | None = None
-) -> DrillSite:
-    """The customer's real machines (raises if they are not up): the repositories on the
-    emulator's TLS front on their bridge, signed by the drill host's instance role; production
-    through the machines' inventory; a drill machine from the customer's image per drill."""
-    from localtarget import machine, machines
-    from localtarget.processes import LOOPBACK, ServiceError
-    from localtarget.s3 import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY
+def site_names() -> tuple[str, ...]:
+    """Every site a drill may name: the registered ones, then ``aws``."""
+    return (*_registered, "aws")
 
-    state = machines.load_state(customer.id)
-    if not state.inventory:
-        raise RuntimeError(f"the machines of {customer.id} have no inventory (not up yet?)")
-    network = machine.Network(state.network_index)
-    pg_version = HostLayout().pg_version
-    production = production_from_inventory(
-        Path(state.inventory),
-        customer,
-        work_dir / "production_known_hosts",
-        pg_version=pg_version,
-    )
 
-    def reports_client() -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3",
-            region_name=policy.DR_REPORTS_REGION,
-            endpoint_url=f"http://{LOOPBACK}:{state.aws_http_port}",
-            aws_access_key_id=EMULATOR_ACCESS_KEY,
-            aws_secret_access_key=EMULATOR_SECRET_KEY,
-        )
-
-    def drill_machine(drill_id: str, progress: Progress) -> DrillHost:
-        from localtarget.drillmachine import boot_drill_machine
-
-        try:
-            spec, booted = boot_drill_machine(state, customer, drill_id, progress)
-        except (machine.MachineError, ServiceError) as exc:  # removed again by the boot
-            raise DrillRefused("drill host", f"the drill machine did not boot: {exc}") from None
-        return DrillHost(
-            spec,
-            drill_id,
-            pg_version,
-            on_teardown=booted.teardown,
-            machine_dir=str(booted.directory),
-        )
-
-    return DrillSite(
-        customer=customer,
-        name="machines",
-        repos=machines.machine_repos(customer, network.host_address, state.aws_tls_port),
-        production=production,
-        reports_client=reports_client,
-        create_reports_bucket=True,
-        drill_host=drill_host,
-        pg_version=pg_version,
-        new_drill_host=drill_machine,
-    )
+def registered_site(name: str) -> DrillSiteFactory | None:
+    return _registered.get(name)
 
 
 def aws_site(

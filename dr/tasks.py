@@ -32,7 +32,13 @@ from dr.host import (
 from dr.model import DrillMode, DrillReport, RepoChoice
 from dr.plan import parse_target_time
 from dr.reports import load_report, write_reports
-from dr.site import DrillSite, aws_site, local_site, machines_site, production_from_inventory
+from dr.site import (
+    DrillSite,
+    aws_site,
+    production_from_inventory,
+    registered_site,
+    site_names,
+)
 from erpcloud.fleet import load_fleet
 from erpcloud.model import Customer
 from erpcloud.output import EXIT_FAILED, task_refusal, to_jsonable
@@ -47,7 +53,6 @@ CONFIG: dict[str, Any] = {
         "inventory": "build/inventory.yaml",
     }
 }
-SITES = ("local", "machines", "aws")
 
 
 class _BadInput(ValueError):
@@ -185,8 +190,8 @@ def drill(
     stream = sys.stderr if json else sys.stdout
     try:
         chosen_site = _setting(c, "site", site)
-        if chosen_site not in SITES:
-            raise _BadInput(f"--site: {chosen_site!r} is not one of {', '.join(SITES)}")
+        if chosen_site not in site_names():
+            raise _BadInput(f"--site: {chosen_site!r} is not one of {', '.join(site_names())}")
         subject = _customer(Path(_setting(c, "customers", customers)), customer)
         mode = _mode(target_time, latest)
         choice = _repo(repo)
@@ -202,8 +207,8 @@ def drill(
             subject, choice, work, drill_host, drill_host_key, key_file, drill_hosts, drill_root
         )
         drill_site: DrillSite
-        if chosen_site in ("local", "machines"):
-            make_site = local_site if chosen_site == "local" else machines_site
+        make_site = registered_site(chosen_site)
+        if make_site is not None:
             try:
                 drill_site = make_site(subject, work, spec)
             except RuntimeError as exc:

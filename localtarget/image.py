@@ -50,6 +50,8 @@ from localtarget.product import build_product_archive, product_source_digest
 
 IMAGE_CACHE: Final = Path(os.environ.get("ERPCLOUD_IMAGE_CACHE", "/var/cache/erpcloud/images"))
 SUITE: Final = "trixie"
+#: dpkg's build-time setting (:func:`_unsafe_dpkg_io`): 119 s → 99 s for debootstrap here.
+BUILD_DPKG_CONFIG: Final = "etc/dpkg/dpkg.cfg.d/zz-erpcloud-build-unsafe-io"
 #: What Debian's cloud image has that debootstrap's minimal base lacks, plus Debian's AWS CLI
 #: (on AWS the recipe's ``aws-cli-version-2-linux`` component installs it).
 PARENT_PACKAGES: Final = (
@@ -225,7 +227,25 @@ def _place(root: Path, path: str, content: str, mode: int) -> None:
     target.chmod(mode)
 
 
+@contextlib.contextmanager
+def _unsafe_dpkg_io(root: Path) -> Iterator[None]:
+    """While an image is built, dpkg skips its fsyncs (a build that fails is thrown away
+    anyway); the setting goes before the image is sealed, so no machine runs with it."""
+    path = root / BUILD_DPKG_CONFIG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("force-unsafe-io\n", encoding="utf-8")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def _build_parent(root: Path, mirror: str, progress: Progress) -> None:
+    with _unsafe_dpkg_io(root):  # debootstrap accepts a root holding only this file
+        _debootstrap_and_configure(root, mirror, progress)
+
+
+def _debootstrap_and_configure(root: Path, mirror: str, progress: Progress) -> None:
     progress(f"debootstrap {SUITE} from {mirror}")
     result = subprocess.run(
         [
@@ -347,9 +367,10 @@ def build_image(
                 say("copying the parent image")
                 _copy_tree(parent_dir / "root", root)
                 staged = build_product_archive(release, scratch / "artifacts")
-                for step in _phases(document, (PhaseName.BUILD, PhaseName.VALIDATE)):
-                    say(f"image step {step.name}")
-                    _run_step(root, step, staged)
+                with _unsafe_dpkg_io(root):
+                    for step in _phases(document, (PhaseName.BUILD, PhaseName.VALIDATE)):
+                        say(f"image step {step.name}")
+                        _run_step(root, step, staged)
                 _seal(root)
                 (scratch / "component.yaml").write_text(document.to_yaml(), encoding="utf-8")
     return ImageInfo(

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from erpcloud.aws import bucket_location
 from erpcloud.model import Customer, Environment
 from erpcloud.render import (
     HostLayout,
@@ -70,17 +71,6 @@ def local_layout(root: Path, port: int) -> HostLayout:
         conf_d=str(root / "pg" / "data" / "conf.d"),
         block_incremental=False,  # Debian 12's pgBackRest 2.45 predates it
     )
-
-
-#: S3's original region takes no LocationConstraint.
-S3_LEGACY_REGION = "us-east-1"  # aws-fact: an S3 API rule, not a service policy
-
-
-def bucket_location(region: str) -> dict[str, dict[str, str]]:
-    """``create_bucket`` arguments placing a bucket in ``region``."""
-    if region == S3_LEGACY_REGION:
-        return {}
-    return {"CreateBucketConfiguration": {"LocationConstraint": region}}
 
 
 def create_buckets(aws: LocalAws, customer: Customer) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from localtarget.instance import bucket_location
+from erpcloud.aws import bucket_location
 from localtarget.s3 import LocalAws
 from stacks.plan import Plan, PlannedResource
 

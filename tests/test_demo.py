@@ -61,6 +61,8 @@ def test_the_demo_runs_every_step_and_leaves_nothing_running(tmp_path: Path):
         assert report["measures"]["rpo_seconds"] <= report["measures"]["rpo_limit_seconds"]
         assert (drills / report["drill_id"] / "report.md").exists()
         assert report["drill_host"]["torn_down"] is True
+    # At once: each drill started before any other finished (a drill machine each).
+    assert max(r["started_at"] for r in reports) < min(r["finished_at"] for r in reports)
     (point,) = [r for r in reports if r["mode"] == "point"]
     equal = {c["name"]: c["status"] for c in point["checks"]}["equal to production"]
     assert equal == "passed"

@@ -55,6 +55,7 @@ from erpcloud import policy
 from erpcloud.cli import app
 from erpcloud.model import Customer
 from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from localtarget import drillsite
 
 from .conftest import CUSTOMERS, REPO_ROOT
 
@@ -405,6 +406,12 @@ def test_cli_history_and_schedule(tmp_path: Path, fleet: dict[str, Customer]):
 
 
 # --- the Fabric task's input checks (the drills themselves: test_dr_services.py) -----------------
+@pytest.fixture(autouse=True)
+def local_drill_sites() -> None:
+    """What the fabfile does for ``fab dr.drill``: the local sites become known."""
+    drillsite.register()
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [

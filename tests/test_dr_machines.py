@@ -37,13 +37,13 @@ from backups.runs import CONCURRENT_REPOSITORIES_FROM, list_backups, pgbackrest_
 from dr.drill import DrillRequest, run_drill
 from dr.host import Shell
 from dr.model import CheckStatus, DrillHostRecord, DrillMode, DrillReport, DrillStatus
-from dr.site import machines_site
 from erpcloud import policy
 from erpcloud.cli import app
 from erpcloud.fleet import load_fleet
 from erpcloud.model import Customer, Environment
 from erpcloud.ssh import SshTarget, connect, run_as_root
 from localtarget import drillmachine, machine, machines
+from localtarget.drillsite import machines_site
 from localtarget.image import cloud_init_schema_in_image, output_of
 from localtarget.machines import MachineSetState
 from localtarget.s3 import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY

@@ -34,7 +34,7 @@ from backups.runs import list_backups, run_backups, stanza_info
 from dr.drill import DrillRequest, run_drill
 from dr.host import DrillHostSpec, Shell, host_from_command_line
 from dr.model import CheckStatus, DrillMode, DrillReport, DrillStatus
-from dr.site import DrillSite, local_site
+from dr.site import DrillSite
 from dr.sql import compare_tables, parse_tables, psql_argv, sums_script
 from erpcloud import policy
 from erpcloud.cli import app
@@ -43,6 +43,7 @@ from erpcloud.model import Customer, Environment
 from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED
 from erpcloud.render import METRICS_NAMESPACE, PRODUCT_DATABASE
 from localtarget import sampledata, target
+from localtarget.drillsite import local_site
 from localtarget.postgres import run_as_postgres
 from localtarget.processes import free_port, pid_alive
 from localtarget.sampledata import OrderWriter

@@ -19,8 +19,6 @@ STILL_IMPORTING = {
     "backups/pgbackrest.py",
     "backups/targets.py",
     "dr/host.py",
-    "dr/reports.py",
-    "dr/site.py",
     "maintenance/checks.py",
     "maintenance/localfleet.py",
 }

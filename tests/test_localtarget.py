@@ -14,12 +14,12 @@ import yaml
 from typer.testing import CliRunner
 
 from erpcloud import policy
+from erpcloud.aws import S3_LEGACY_REGION
 from erpcloud.cli import app
 from erpcloud.model import Customer, Environment, SshUser
 from erpcloud.render import secret_name
 from erpcloud.ssh import connect, run, run_as_root
 from localtarget import target
-from localtarget.instance import S3_LEGACY_REGION
 from localtarget.processes import pid_alive, port_open
 from localtarget.provision import provision_from_plan
 from localtarget.s3 import LocalAws

@@ -27,7 +27,7 @@ from erpcloud.cli import app
 from erpcloud.model import Customer, Environment
 from erpcloud.render import render_user_data
 from erpcloud.ssh import HostKeyError, SshTarget, connect, run, run_as_root
-from localtarget import machine, machines
+from localtarget import image, machine, machines
 from localtarget.image import cloud_init_schema_in_image, output_of
 from localtarget.machines import MachineSetState
 
@@ -68,6 +68,9 @@ def test_cloud_init_ran_the_rendered_user_data_byte_for_byte(booted, environment
     assert ran == state.rendered_user_data(customer, environment)
     assert _sh(state, environment, "cloud-init status").strip() == "status: done"
     assert _sh(state, environment, "systemctl --failed --no-legend --plain").strip() == ""
+    # The build's dpkg setting (no fsync) stayed with the build.
+    left = _sh(state, environment, f"ls /{image.BUILD_DPKG_CONFIG} 2>/dev/null; true")
+    assert left.strip() == ""
 
 
 def test_sshd_runs_the_stock_config_with_the_rendered_drop_in(booted):
