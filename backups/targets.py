@@ -61,7 +61,7 @@ def inventory_backup_targets(
     ``ValueError`` where a host's stanza is not its customer's."""
     import boto3
 
-    from localtarget.s3 import emulator_pgbackrest_env
+    from erpcloud.aws import emulator_pgbackrest_env
     from maintenance.inventory import load_inventory, write_known_hosts
 
     inventory = load_inventory(inventory_file, fleet)

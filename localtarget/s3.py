@@ -20,11 +20,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from erpcloud.aws import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY, emulator_pgbackrest_env
 from localtarget.processes import LOOPBACK, ManagedProcess, ServiceError, free_port
 
-#: moto accepts any credentials; these are the conventional test values, not secrets.
-EMULATOR_ACCESS_KEY = "testing"
-EMULATOR_SECRET_KEY = "testing"  # noqa: S105 - emulator-only value, documented by moto
+__all__ = ["EMULATOR_ACCESS_KEY", "EMULATOR_SECRET_KEY", "LocalAws", "emulator_pgbackrest_env"]
 
 
 def moto_server_binary() -> str:
@@ -147,13 +146,3 @@ class LocalAws:
     def pgbackrest_env(self, repos: int = 2) -> dict[str, str]:
         """The environment that gives pgBackRest its S3 keys (never a config file)."""
         return emulator_pgbackrest_env(repos)
-
-
-def emulator_pgbackrest_env(repos: int = 2) -> dict[str, str]:
-    """pgBackRest's S3 keys for the emulator: moto's documented test keys, no secret. On AWS
-    the instance role signs and no key exists anywhere."""
-    env = {}
-    for index in range(1, repos + 1):
-        env[f"PGBACKREST_REPO{index}_S3_KEY"] = EMULATOR_ACCESS_KEY
-        env[f"PGBACKREST_REPO{index}_S3_KEY_SECRET"] = EMULATOR_SECRET_KEY
-    return env

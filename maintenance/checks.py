@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from erpcloud import policy
+from erpcloud.aws import emulator_pgbackrest_env
 from erpcloud.model import Environment
-from localtarget.s3 import emulator_pgbackrest_env
 from maintenance.inventory import Database, InventoryHost
 from maintenance.records import CheckRecord, CheckStatus
 from maintenance.steps import Step

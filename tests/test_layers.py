@@ -17,9 +17,7 @@ CAPABILITIES = ("backups", "dr", "lifecycle", "maintenance", "stacks")
 #: ``--site local`` drills); to be emptied, not extended.
 STILL_IMPORTING = {
     "backups/pgbackrest.py",
-    "backups/targets.py",
     "dr/host.py",
-    "maintenance/checks.py",
     "maintenance/localfleet.py",
 }
 
