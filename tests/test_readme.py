@@ -1,5 +1,5 @@
-"""The README cannot rot: every command it shows exists with the options it uses, and a test
-(or the demo) runs that command."""
+"""The README and the manual in docs/ cannot rot: every command they show exists with the
+options it uses, and a test (or the demo) runs that command."""
 
 from __future__ import annotations
 
@@ -17,15 +17,18 @@ from erpcloud.cli import app
 from .conftest import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
+#: The front page and the manual's pages: every command shown in either is checked.
+DOCUMENTS = [README, *sorted((REPO_ROOT / "docs").glob("*.md"))]
 #: Where commands are exercised: the tests and the demo.
 EXERCISED_IN = [*sorted((REPO_ROOT / "tests").glob("test_*.py")), REPO_ROOT / "localtarget/demo.py"]
 MAKE_TARGETS = ("demo", "test", "setup", "bench")
 
 
 def readme_commands() -> list[str]:
-    """Command lines of the README's shell blocks, continuation lines joined, comments cut."""
+    """Command lines of the documents' shell blocks, continuation lines joined, comments cut."""
     commands = []
-    for block in re.findall(r"```(?:sh|bash|console)\n(.*?)```", README.read_text(), re.S):
+    text = "\n".join(path.read_text() for path in DOCUMENTS)
+    for block in re.findall(r"```(?:sh|bash|console)\n(.*?)```", text, re.S):
         text = block.replace("\\\n", " ")
         for line in text.splitlines():
             line = line.split(" # ")[0].strip()
