@@ -20,7 +20,7 @@ from typing import Any
 from backups.pgbackrest import PgBackRest, SshPgBackRest
 from erpcloud.model import Customer, Environment
 from erpcloud.render import HostLayout
-from erpcloud.sites import local_site
+from erpcloud.sites import local_customer
 
 
 @dataclass
@@ -36,13 +36,13 @@ class BackupTarget:
 def local_backup_target(customer: Customer) -> BackupTarget:
     """The customer's local machines (``erpcloud local up``), through their inventory as on AWS;
     ``RuntimeError`` when the local site holds none."""
-    site = local_site()
-    found = site.find(customer.id) if site is not None else None
-    if site is None or found is None:
+    local = local_customer(customer.id)
+    if local is None:
         raise RuntimeError(
             f"no local machines for {customer.id!r} (run `erpcloud local up {customer.id}`, "
             "or give --inventory)"
         )
+    site, found = local
     try:
         target = inventory_backup_target(customer, found.inventory, {customer.id: customer})
     except ValueError as exc:  # an invalid inventory (ChangeFileError is one)

@@ -72,3 +72,11 @@ def register_local(site: LocalSite | None) -> None:
 
 def local_site() -> LocalSite | None:
     return _registered
+
+
+def local_customer(customer_id: str) -> tuple[LocalSite, LocalCustomer] | None:
+    """The customer's local machines and the site holding them, when the registered local
+    site holds any; ``None``: the fleet on AWS is meant."""
+    site = _registered
+    found = site.find(customer_id) if site is not None else None
+    return None if site is None or found is None else (site, found)

@@ -32,6 +32,7 @@ from erpcloud.output import (
     err_console,
     fail,
 )
+from erpcloud.sites import local_customer
 from erpcloud.ssh import HostKeyError
 from lifecycle.customerfile import (
     LifecycleRefused,
@@ -54,7 +55,7 @@ from lifecycle.inventory import (
 from lifecycle.purge import PurgeRefused, check_purge, purge
 from lifecycle.records import LIFECYCLE_DIR_ENV, load_record
 from lifecycle.remote import RemoteError
-from lifecycle.site import SiteError, local_customer, resolve_site
+from lifecycle.site import SiteError, resolve_site
 from maintenance.errors import ChangeFileError
 from maintenance.inventory import parse_inventory
 

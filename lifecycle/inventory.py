@@ -28,8 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from erpcloud import policy
 from erpcloud.model import Customer, Environment
 from erpcloud.render import PRODUCT_DATABASE, PRODUCT_DATABASE_USER, HostLayout
-from erpcloud.sites import LocalCustomer, LocalSite
-from lifecycle.site import local_customer
+from erpcloud.sites import LocalCustomer, LocalSite, local_customer
 
 STACK_OUTPUTS_DIR: Final = Path("build/stack-outputs")
 KNOWN_HOSTS_FILE: Final = Path("build/known_hosts")

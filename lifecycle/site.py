@@ -15,7 +15,7 @@ from pathlib import Path
 from backups.pgbackrest import SshPgBackRest
 from erpcloud.model import Customer, Environment
 from erpcloud.render import HostLayout
-from erpcloud.sites import LocalCustomer, LocalSite, local_site
+from erpcloud.sites import LocalSite, local_customer
 from erpcloud.ssh import SshTarget
 from lifecycle.paths import HostPaths
 from maintenance.errors import ChangeFileError
@@ -86,13 +86,6 @@ def _load(path: Path, customers: dict[str, Customer]) -> Inventory:
     except ChangeFileError as exc:
         details = "; ".join(str(e) for e in exc.errors)
         raise SiteError(f"{path} breaks {len(exc.errors)} rule(s): {details}") from None
-
-
-def local_customer(customer_id: str) -> tuple[LocalSite, LocalCustomer] | None:
-    """The customer's local machines, when the registered local site holds them."""
-    site = local_site()
-    found = site.find(customer_id) if site is not None else None
-    return None if site is None or found is None else (site, found)
 
 
 def inventory_site(

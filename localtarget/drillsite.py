@@ -7,8 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 from dr.host import DrillHost, DrillHostSpec, create_local_drill_host
 from dr.plan import DrillRefused
 from dr.site import (
@@ -25,8 +23,7 @@ from erpcloud.render import HostLayout
 from localtarget import machine, machines
 from localtarget.drillmachine import boot_drill_machine
 from localtarget.instance import local_repos
-from localtarget.processes import LOOPBACK, ServiceError
-from localtarget.s3 import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY
+from localtarget.processes import ServiceError
 from localtarget.target import attach
 
 
@@ -83,13 +80,7 @@ def machines_site(
     )
 
     def reports_client() -> Any:
-        return boto3.client(
-            "s3",
-            region_name=policy.DR_REPORTS_REGION,
-            endpoint_url=f"http://{LOOPBACK}:{state.aws_http_port}",
-            aws_access_key_id=EMULATOR_ACCESS_KEY,
-            aws_secret_access_key=EMULATOR_SECRET_KEY,
-        )
+        return state.aws_client("s3", policy.DR_REPORTS_REGION)
 
     def drill_machine(drill_id: str, progress: Progress) -> DrillHost:
         try:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import yaml
 from pydantic import BaseModel
@@ -90,6 +90,12 @@ class MachineSetState(BaseModel):
             ops_keys=(ops_public,),
             repos=machine_repos(customer, self.network.host_address, self.aws_tls_port),
         )
+
+    def aws_client(self, service: str, region: str) -> Any:
+        """A boto3 client of the machines' AWS stand-in (plain HTTP on loopback)."""
+        return LocalAws(
+            Path(self.root) / "aws", http_port=self.aws_http_port, tls_port=self.aws_tls_port
+        ).client(service, region)
 
     def ssh_target(self, environment: Environment) -> SshTarget:
         record = self.machines[environment]

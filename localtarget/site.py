@@ -11,8 +11,7 @@ from erpcloud.files import directory_bytes
 from erpcloud.sites import LocalCustomer
 from localtarget import machine, machines
 from localtarget.drillmachine import teardown_for_customer
-from localtarget.processes import LOOPBACK, pid_alive
-from localtarget.s3 import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY
+from localtarget.processes import pid_alive
 
 
 def _state(customer_id: str) -> machines.MachineSetState | None:
@@ -43,15 +42,7 @@ class MachinesSite:
         state = _state(customer_id)
         if state is None or not all(pid_alive(pid) for pid in state.aws_pids):
             return None
-        import boto3
-
-        return boto3.client(
-            service,
-            region_name=region,
-            endpoint_url=f"http://{LOOPBACK}:{state.aws_http_port}",
-            aws_access_key_id=EMULATOR_ACCESS_KEY,
-            aws_secret_access_key=EMULATOR_SECRET_KEY,
-        )
+        return state.aws_client(service, region)
 
     def stop_instances(self, customer_id: str) -> list[str]:
         state = _state(customer_id)

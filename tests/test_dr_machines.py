@@ -27,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -46,7 +45,6 @@ from localtarget import drillmachine, machine, machines
 from localtarget.drillsite import machines_site
 from localtarget.image import cloud_init_schema_in_image, output_of
 from localtarget.machines import MachineSetState
-from localtarget.s3 import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY
 
 from .conftest import CUSTOMERS, REPO_ROOT
 
@@ -85,13 +83,7 @@ class Booted:
         return int(self.sql(COUNT_ROWS))
 
     def aws(self, service: str, region: str) -> Any:
-        return boto3.client(
-            service,
-            region_name=region,
-            endpoint_url=f"http://127.0.0.1:{self.state.aws_http_port}",
-            aws_access_key_id=EMULATOR_ACCESS_KEY,
-            aws_secret_access_key=EMULATOR_SECRET_KEY,
-        )
+        return self.state.aws_client(service, region)
 
 
 def production_sh(state: MachineSetState, script: str) -> str:

@@ -15,7 +15,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 
@@ -27,7 +26,6 @@ from lifecycle.purge import bucket_exists
 from localtarget import machines, onmachine
 from localtarget.machines import MachineSetState
 from localtarget.processes import pid_alive
-from localtarget.s3 import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY
 from localtarget.sampledata import sample_data_script
 
 from .test_lifecycle import audit_entries, invoke, write_local_customer
@@ -86,20 +84,10 @@ def alive(state: MachineSetState) -> set[str]:
     return running | ({"aws"} if all(pid_alive(pid) for pid in state.aws_pids) else set())
 
 
-def aws(state: MachineSetState, service: str, region: str) -> Any:
-    return boto3.client(
-        service,
-        region_name=region,
-        endpoint_url=f"http://127.0.0.1:{state.aws_http_port}",
-        aws_access_key_id=EMULATOR_ACCESS_KEY,
-        aws_secret_access_key=EMULATOR_SECRET_KEY,
-    )
-
-
 def bucket_clients(state: MachineSetState, customer: Customer) -> dict[str, Any]:
     regions = (customer.region, customer.backup_copy_region)
     return {
-        name: aws(state, "s3", region)
+        name: state.aws_client("s3", region)
         for name, region in zip(customer.backup_bucket_names, regions, strict=True)
     }
 

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -39,7 +38,6 @@ from lifecycle.site import Site, resolve_site
 from localtarget import machines, onmachine, sampledata
 from localtarget.machines import MachineSetState
 from localtarget.postgres import PG_BIN, PostgresCluster
-from localtarget.s3 import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY
 from maintenance.inventory import load_inventory, write_known_hosts
 from stacks.plan import plan_customer
 
@@ -484,13 +482,7 @@ def test_inventory_lists_the_fleet_and_writes_the_runners_inventory(
         connection.close()
 
     # Never a password: the local secrets' values appear nowhere.
-    manager = boto3.client(
-        "secretsmanager",
-        region_name=customer.region,
-        endpoint_url=f"http://127.0.0.1:{running.aws_http_port}",
-        aws_access_key_id=EMULATOR_ACCESS_KEY,
-        aws_secret_access_key=EMULATOR_SECRET_KEY,
-    )
+    manager = running.aws_client("secretsmanager", customer.region)
     password = manager.get_secret_value(SecretId=secret_name(customer, "database_password"))
     for text in (result.stdout, out.read_text()):
         assert password["SecretString"] not in text
