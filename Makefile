@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # Real components the platform drives (see README "What runs for real").
-APT_PACKAGES := postgresql-15 postgresql-client-15 pgbackrest stunnel4 openssh-server \
+APT_PACKAGES := postgresql-15 postgresql-client-15 stunnel4 \
 	openssh-client cloud-init sudo lz4 python3.11 python3.11-venv ca-certificates git make \
 	systemd-container debootstrap iproute2
 # Debian's interpreter, not one under /root: the `postgres` user must be able to run what

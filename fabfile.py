@@ -16,7 +16,7 @@ from maintenance import tasks as maintenance_tasks
 
 # Tasks that find a customer's hosts look at the local machines first (erpcloud.sites).
 register_local(MachinesSite())
-drillsite.register()  # `fab dr.drill --site machines|local`
+drillsite.register()  # `fab dr.drill --site machines` (the default)
 
 ns = Collection()
 ns.add_collection(

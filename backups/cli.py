@@ -31,12 +31,20 @@ from backups.targets import (
     inventory_backup_targets,
     local_backup_target,
 )
-from erpcloud.cli_common import CustomersDir, JsonFlag, load_valid_customer, load_valid_fleet
+from erpcloud.audit import audit
+from erpcloud.cli_common import (
+    CustomersDir,
+    JsonFlag,
+    load_fleet_going_on,
+    load_valid_customer,
+    load_valid_fleet,
+)
 from erpcloud.files import write_atomic
 from erpcloud.fleet import CUSTOMERS_DIR
 from erpcloud.model import Customer
 from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED, console, emit, fail
 from erpcloud.render import render_gap_check_units
+from erpcloud.sites import local_customer
 from erpcloud.ssh import HostKeyError
 from maintenance.errors import ChangeFileError
 
@@ -236,8 +244,10 @@ def verify_fleet_command(
     as_json: JsonFlag = False,
 ) -> None:
     """The gap check on every production host of the inventory (what the operations timer runs
-    every WAL_GAP_CHECK_INTERVAL). Exit: the worst outcome (0 OK, 3 WARNING, 1 FAILURE)."""
-    fleet = load_valid_fleet(directory, as_json)
+    every WAL_GAP_CHECK_INTERVAL). Exit: the worst outcome (0 OK, 3 WARNING, 1 FAILURE); a bad
+    customer file is named and the others are still checked, then exit 2 unless one failed."""
+    loaded = load_fleet_going_on(directory, as_json)
+    fleet = loaded.customers
     try:
         targets = inventory_backup_targets(inventory, fleet)
     except ChangeFileError as exc:
@@ -267,15 +277,18 @@ def verify_fleet_command(
 
     emit(
         {
-            "ok": checked.status is Outcome.OK,
+            "ok": checked.status is Outcome.OK and not loaded.errors,
             "status": checked.status,
             "exit_code": checked.exit_code,
             "checked": len(checked.entries),
             "entries": checked.entries,
+            "invalid_customer_files": [str(e) for e in loaded.errors],
         },
         as_json,
         human,
     )
+    if loaded.errors and checked.status is not Outcome.FAILURE:
+        raise SystemExit(EXIT_BAD_INPUT)
     raise SystemExit(checked.exit_code)
 
 
@@ -381,3 +394,66 @@ def expire_command(
     emit({"ok": report.ok, **report.__dict__}, as_json, lambda: _print_expiry(report))
     if not report.ok:
         raise SystemExit(EXIT_FAILED)
+
+
+@backup_app.command("recover-deleted")
+def recover_deleted_command(
+    customer_id: CustomerArg,
+    since: Annotated[
+        str,
+        typer.Option(
+            "--since",
+            help="When the damage started (ISO 8601): delete markers from then on are removed.",
+        ),
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would come back; change nothing.")
+    ] = False,
+    directory: CustomersDir = CUSTOMERS_DIR,
+    as_json: JsonFlag = False,
+) -> None:
+    """Bring both repositories back after a mass delete (issue 13, S6): remove the delete
+    markers written since --since, so every object's newest version is current again. Run
+    `backup verify` afterwards. Logged in the audit log."""
+    from backups.recover import recover_bucket
+
+    customer = _customer(customer_id, directory, as_json)
+    try:
+        moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"--since: {since!r} is not an ISO 8601 time", as_json, EXIT_BAD_INPUT)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    found = local_customer(customer.id)
+    regions = (customer.region, customer.backup_copy_region)
+    results = []
+    for bucket, region in zip(customer.backup_bucket_names, regions, strict=True):
+        if found is not None:
+            s3 = found[0].aws_client(customer.id, "s3", region)
+            if s3 is None:
+                fail(f"{customer.id}: the local AWS stand-in is not running", as_json)
+        else:
+            import boto3
+
+            s3 = boto3.client("s3", region_name=region)
+        results.append(recover_bucket(s3, bucket, region, moment, dry_run=dry_run))
+    audit(
+        {
+            "action": "backup.recover-deleted",
+            "customer": customer.id,
+            "since": moment,
+            "dry_run": dry_run,
+            "restored": {r.bucket: len(r.restored) for r in results},
+        }
+    )
+
+    def human() -> None:
+        verb = "would restore" if dry_run else "restored"
+        for result in results:
+            console.print(
+                f"s3://{result.bucket} ({result.region}): {verb} {len(result.restored)} "
+                f"object(s); {result.left_deleted} deleted before --since left as they are"
+            )
+        if not dry_run:
+            console.print(f"next: erpcloud backup verify {customer.id}")
+
+    emit({"ok": True, "dry_run": dry_run, "since": moment, "buckets": results}, as_json, human)

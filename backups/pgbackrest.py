@@ -1,9 +1,10 @@
-"""Running pgBackRest for one customer: on the local target, or on a host over SSH.
+"""Running pgBackRest for one customer on its database host, over SSH.
 
 Everything in :mod:`backups` talks to pgBackRest through a :class:`PgBackRest` runner, so the
-same plain functions serve the local target (the tests, `make demo`) and real hosts (the DR and
-maintenance code). A runner adds ``--config`` and ``--stanza`` and runs as ``postgres``; it
-never raises on a non-zero exit: callers decide what a failure means.
+same plain functions serve every host: production on AWS, the local machines (through their
+inventory, as on AWS), and a drill host (the DR code). A runner adds ``--config`` and
+``--stanza`` and runs as ``postgres``; it never raises on a non-zero exit: callers decide what a
+failure means.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,8 +23,6 @@ from erpcloud.ssh import SshTarget, connect, run
 
 if TYPE_CHECKING:
     from fabric import Connection
-
-    from localtarget.instance import LocalInstance
 
 PGBACKREST_BINARY: Final = "/usr/bin/pgbackrest"
 #: A backup of a large database takes hours; nothing else should take minutes.
@@ -107,35 +105,6 @@ def run_json(runner: PgBackRest, *args: str, timeout: float = COMMAND_TIMEOUT_SE
         raise PgBackRestError(result, f"printed no JSON ({exc})") from None
 
 
-# --- the local target -----------------------------------------------------------------------------
-@dataclass
-class LocalPgBackRest:
-    """The local target's instance: pgBackRest and psql run here, as ``postgres``."""
-
-    instance: LocalInstance
-
-    @property
-    def stanza(self) -> str:
-        return self.instance.customer.stanza
-
-    def run(self, *args: str, timeout: float = COMMAND_TIMEOUT_SECONDS) -> CommandResult:
-        completed = self.instance.pgbackrest(*args, check=False, timeout=timeout)
-        argv = tuple(str(a) for a in completed.args)
-        return CommandResult(argv, completed.returncode, completed.stdout, completed.stderr)
-
-    def current_wal_file(self) -> str | None:
-        try:
-            return self.instance.cluster.psql(_CURRENT_WAL_SQL) or None
-        except Exception:  # a stopped database just means "unknown"
-            return None
-
-    def version(self) -> str:
-        completed = subprocess.run(
-            [PGBACKREST_BINARY, "version"], capture_output=True, text=True, check=True, timeout=60
-        )
-        return completed.stdout
-
-
 # --- a host over SSH ------------------------------------------------------------------------------
 @dataclass
 class SshPgBackRest:
@@ -143,7 +112,8 @@ class SshPgBackRest:
 
     Each command is ``sudo -n -u postgres pgbackrest ...`` (non-interactive; the login user
     needs sudo to ``postgres``). On AWS the repositories' credentials come from the instance
-    role, so ``env`` is empty; the local target passes the emulator's well-known test keys.
+    role (the local machines' too), so ``env`` is empty; an inventory host marked
+    ``s3_emulator_keys`` gets the AWS stand-in's published test keys here.
     """
 
     target: SshTarget

@@ -15,42 +15,19 @@ its only backup.
 
 from __future__ import annotations
 
-import getpass
-import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
 
 from backups.info import BackupSet, BackupType, Repository, customer_repositories, parse_info
 from backups.pgbackrest import PgBackRest, PgBackRestError, run_json
 from erpcloud import policy
+from erpcloud.audit import audit
 from erpcloud.model import Customer
 
 log = logging.getLogger(__name__)
-
-#: Where destructive backup actions are recorded (one JSON object per line).
-AUDIT_LOG_ENV: Final = "ERPCLOUD_AUDIT_LOG"
-DEFAULT_AUDIT_LOG: Final = Path("/var/log/erpcloud/audit.jsonl")
-
-
-def audit_log_path() -> Path:
-    return Path(os.environ.get(AUDIT_LOG_ENV) or DEFAULT_AUDIT_LOG)
-
-
-def audit(event: dict[str, Any], path: Path | None = None) -> Path:
-    """Append one event (with time and user) to the audit log, synced to disk before returning."""
-    target = path or audit_log_path()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    record = {"at": datetime.now(UTC).isoformat(), "user": getpass.getuser(), **event}
-    with target.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, default=str) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    return target
 
 
 # --- the rule -------------------------------------------------------------------------------------

@@ -52,8 +52,8 @@ from erpcloud.ssh import SshTarget
 from localtarget import machine, machines
 from localtarget.drillmachine import drill_user_data
 from localtarget.image import IMAGE_CACHE, ImageInfo, build_image
+from localtarget.keys import generate_keypair
 from localtarget.processes import make_state_root
-from localtarget.sshhost import generate_keypair
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CUSTOMER_ID = "acme-retail"

@@ -15,10 +15,15 @@ by the instance role the metadata stand-in serves.
    contiguous range, as a shop's recent orders are) and an incremental backup to the same
    repository. Target: the incremental takes ≤ 10 % of the full's time. The repository bytes
    each added are reported too.
+4. The RPO under a write load (S7): the age of the newest archived WAL segment, the older of
+   the two repositories' newest uploads counting (listed with boto3), sampled every second,
+   max, p95 and median; under a steady full-speed ``pgbench`` load and under a light
+   rate-limited one (5 transactions per second, where only ``archive_timeout`` closes the
+   segments). Target: max ≤ 60 s for both (``policy.RPO_TARGET``; S8 promises 1 h).
 
 Output: ``build/bench/machine_backup.json``.
 
-    .venv/bin/python -m bench.machine_backup [--scale 400]   # about 10 minutes, 6 GB
+    .venv/bin/python -m bench.machine_backup [--scale 400] [--rpo-seconds 120]   # ~15 min, 6 GB
 """
 
 from __future__ import annotations
@@ -26,9 +31,12 @@ from __future__ import annotations
 import argparse
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
+import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -42,6 +50,7 @@ from backups.info import BackupType, customer_repositories
 from backups.pgbackrest import SshPgBackRest
 from backups.runs import list_backups, run_backups
 from bench.common import write_result
+from erpcloud import policy
 from erpcloud.cli_common import load_valid_customer
 from erpcloud.model import Customer, Environment
 from localtarget import machine, machines, onmachine
@@ -54,6 +63,10 @@ CUSTOMER_ID = "acme-retail"
 BENCH_ID = "bench-backup"
 PARALLEL_RATIO_TARGET = 1.0
 INCREMENTAL_RATIO_TARGET = 0.10
+RPO_TARGET_SECONDS = policy.RPO_TARGET.total_seconds()
+#: pgbench's options for the two write loads of the RPO measurement.
+STEADY_LOAD = ("-c", "2", "-j", "2")
+LIGHT_LOAD = ("-c", "1", "-R", "5")
 CHANGED_FRACTION = 0.01
 PGBENCH_ACCOUNTS_PER_SCALE = 100_000  # pgbench's own constant
 PRODUCTION = Environment.PRODUCTION
@@ -146,6 +159,64 @@ def timed_backup(
     }
 
 
+def newest_archived_at(
+    state: MachineSetState, customer: Customer, last_key: dict[str, str]
+) -> datetime:
+    """The older of the two repositories' newest WAL upload times (listing only new keys)."""
+    newest: list[datetime] = []
+    prefix = f"pgbackrest/archive/{customer.stanza}/"
+    for repo in customer_repositories(customer):
+        s3 = state.aws_client("s3", repo.region)
+        best: datetime | None = None
+        pages = s3.get_paginator("list_objects_v2").paginate(
+            Bucket=repo.bucket, Prefix=prefix, StartAfter=last_key.get(repo.name, "")
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                if item["Key"].endswith(".lz4") and ".partial" not in item["Key"]:
+                    last_key[repo.name] = max(last_key.get(repo.name, ""), item["Key"])
+                    if best is None or item["LastModified"] > best:
+                        best = item["LastModified"]
+        if best is None:  # nothing new since the last sample: the last one still is the newest
+            best = s3.head_object(Bucket=repo.bucket, Key=last_key[repo.name])["LastModified"]
+        newest.append(best)
+    return min(newest)
+
+
+def rpo_under_load(
+    state: MachineSetState, customer: Customer, seconds: int, load: tuple[str, ...]
+) -> dict[str, Any]:
+    """pgbench on production for ``seconds`` (after 5 s to settle), the RPO sampled each second."""
+    archived = "psql -XAtq -d bench -c 'SELECT archived_count FROM pg_stat_archiver'"
+    load_seconds = seconds + 10
+    pgbench = f"pgbench -n -T {load_seconds} {shlex.join(load)} bench"
+    writer = threading.Thread(
+        target=as_postgres, args=(state, pgbench, load_seconds + 120), daemon=True
+    )
+    before = int(as_postgres(state, archived))
+    writer.start()
+    time.sleep(5)  # the load reaches its steady state
+    last_key: dict[str, str] = {}
+    ages: list[float] = []
+    next_sample = time.monotonic()
+    for _ in range(seconds):
+        at = newest_archived_at(state, customer, last_key)
+        ages.append((datetime.now(UTC) - at).total_seconds())
+        next_sample += 1
+        time.sleep(max(0.0, next_sample - time.monotonic()))
+    writer.join()
+    ordered = sorted(ages)
+    return {
+        "pgbench_load": " ".join(load),
+        "rpo_samples": len(ages),
+        "rpo_max_seconds": round(max(ages), 1),
+        "rpo_p95_seconds": round(ordered[int(0.95 * (len(ordered) - 1))], 1),
+        "rpo_median_seconds": round(statistics.median(ages), 1),
+        "segments_archived_during_load": int(as_postgres(state, archived)) - before,
+        "archive_timeout_seconds": customer.backup.archive_timeout_seconds,
+    }
+
+
 def _terminate(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")  # the finally below powers the machines off
 
@@ -153,6 +224,9 @@ def _terminate(signum: int, _frame: FrameType | None) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=400, help="pgbench scale (default 400).")
+    parser.add_argument(
+        "--rpo-seconds", type=int, default=120, help="RPO samples per load (default 120)."
+    )
     options = parser.parse_args()
     signal.signal(signal.SIGTERM, _terminate)
     loaded = load_valid_customer(CUSTOMER_ID, REPO_ROOT / "customers", False)
@@ -182,6 +256,12 @@ def main() -> int:
             log("incremental backup to repo1 (block-level)")
             figures["incremental_repo1"] = timed_backup(runner, customer, BackupType.INCR, repo=1)
             figures["changed_rows"] = changed
+        log(f"RPO under a steady pgbench load for {options.rpo_seconds} s")
+        figures["rpo_steady_load"] = rpo_under_load(
+            state, customer, options.rpo_seconds, STEADY_LOAD
+        )
+        log(f"RPO under a light load for {options.rpo_seconds} s (archive_timeout ships WAL)")
+        figures["rpo_light_load"] = rpo_under_load(state, customer, options.rpo_seconds, LIGHT_LOAD)
     finally:
         log(f"machines down {BENCH_ID}")
         machines.down(customer.id)
@@ -212,6 +292,15 @@ def main() -> int:
             "met": incremental_ratio <= INCREMENTAL_RATIO_TARGET,
         },
     }
+    for load in ("rpo_steady_load", "rpo_light_load"):
+        worst = figures[load]["rpo_max_seconds"]
+        targets[f"{load}_max_seconds"] = {
+            "measured": worst,
+            "max": RPO_TARGET_SECONDS,
+            "p95": figures[load]["rpo_p95_seconds"],
+            "promise_s8_seconds": policy.RPO.total_seconds(),
+            "met": worst <= RPO_TARGET_SECONDS,
+        }
     path = write_result("machine_backup", figures, targets)
     for name, judged in targets.items():
         verdict = "met" if judged["met"] else "NOT met"

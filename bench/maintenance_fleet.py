@@ -1,22 +1,22 @@
-"""Benchmark: one no-op-plus-health-check change over N local sshd hosts, at several concurrencies.
+"""Benchmark: one no-op-plus-health-check change over N machines, at several concurrencies.
 
-Starts up to 50 real OpenSSH servers on loopback (each its own host key, user and state folder),
-then runs the maintenance runner (pinned keys, pre-checks, one ``sudo -n bash -c`` chain per
-step, post-checks, run state written after every host) over N = 5, 20, 50 hosts at concurrency
-1, 5, 10. The baseline, measured in the same run, is a bare pinned connection plus one command
-per host. Output: ``build/bench/maintenance_fleet.json``.
+Boots up to 20 machines from the product image at once (:mod:`localtarget.fleet`: each its own
+host keys, pinned from its console, and the operations login), then runs the maintenance runner
+(pinned keys, pre-checks, one ``sudo -n bash -c`` chain per step, post-checks, run state written
+after every host) over N = 5, 10, 20 of them at concurrency 1, 5, 10, with the production
+layout (``host_root`` ``/``). The baseline, measured in the same run, is a bare pinned
+connection plus one command per machine. Output: ``build/bench/maintenance_fleet.json``.
 
 Targets: per-host time (the runner's overhead for a change that does nothing) under 2 s, and a
 model showing 200 hosts within one maintenance window (S11) at the policy's concurrency.
 
-    .venv/bin/python bench/maintenance_fleet.py [--sizes 5,20,50] [--concurrency 1,5,10]
+    .venv/bin/python bench/maintenance_fleet.py [--sizes 5,10,20] [--concurrency 1,5,10]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
 import shutil
 import statistics
 import sys
@@ -34,11 +34,10 @@ from erpcloud import policy
 from erpcloud.fleet import load_fleet
 from erpcloud.model import Customer, Environment
 from erpcloud.ssh import connect, run
+from localtarget.fleet import Fleet, boot_fleet, write_inventory
 from localtarget.processes import make_state_root
-from localtarget.sshhost import HostUser, SshHost, generate_keypair
 from maintenance.change import load_change
 from maintenance.inventory import load_inventory, write_known_hosts
-from maintenance.localfleet import LocalHost, write_inventory
 from maintenance.records import HostStatus, RunStore
 from maintenance.rules import check_change
 from maintenance.runner import RunInputs, RunOptions, apply_change, utc_now
@@ -93,25 +92,20 @@ def baseline(inputs: RunInputs, known_hosts: Path) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="5,20,50")
+    parser.add_argument("--sizes", default="5,10,20")
     parser.add_argument("--concurrency", default="1,5,10")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     root = make_state_root("bench-maintenance-")
-    hosts: list[SshHost] = []
+    fleet: Fleet | None = None
     try:
-        key, public = root / "client" / "id_ed25519", ""
-        public = generate_keypair(key, "erpcloud-bench")
-        tag = os.getpid() % 10000
-        print(f"starting {max(sizes)} sshd hosts ...", flush=True)
-        for n in range(max(sizes)):
-            host = SshHost(
-                f"bench{n}", root / f"ssh-{n}", [HostUser(f"erpb{tag}h{n}", (public,), sudo=True)]
-            )
-            hosts.append(host)
-            host.setup()
-            host.start()
+        template = load_fleet(Path("customers")).customers["northwind-trading"]
+        print(f"booting {max(sizes)} machines ...", flush=True)
+        began = time.perf_counter()
+        fleet = boot_fleet([f"b{n}" for n in range(max(sizes))], template.product_version)
+        boot_seconds = time.perf_counter() - began
+        print(f"{max(sizes)} machines ready in {boot_seconds:.1f} s", flush=True)
         customers = synthetic_fleet(max(sizes))
         ids = sorted(customers)
         runs: list[dict[str, Any]] = []
@@ -119,11 +113,8 @@ def main() -> int:
         for size in sizes:
             folder = root / f"n{size}"
             folder.mkdir()
-            local = [
-                LocalHost(hosts[n], ids[n], Environment.PRODUCTION, hosts[n].state_dir)
-                for n in range(size)
-            ]
-            inventory_path = write_inventory(folder / "inventory.yaml", local, key)
+            hosts = [fleet.host(f"b{n}", ids[n], Environment.PRODUCTION) for n in range(size)]
+            inventory_path = write_inventory(folder / "inventory.yaml", hosts, fleet.key_file)
             chosen = {cid: customers[cid] for cid in ids[:size]}
             store = RunStore(folder / "runs")
             change = write_change(folder, ids[:size])
@@ -187,6 +178,7 @@ def main() -> int:
                 str(k): round(v, 3) for k, v in baselines.items()
             },
             "model_200_hosts": model,
+            "fleet_boot_seconds": {"machines": max(sizes), "seconds": round(boot_seconds, 1)},
             "window_seconds": window,
             "waves_for_200_hosts": math.ceil(FLEET_TARGET_HOSTS / policy.MAINTENANCE_WAVE_SIZE),
         }
@@ -206,8 +198,8 @@ def main() -> int:
         print(f"wrote {path}")
         return 0 if all(t["met"] for t in targets.values()) else 1
     finally:
-        for host in hosts:
-            host.remove()
+        if fleet is not None:
+            fleet.teardown()
         shutil.rmtree(root, ignore_errors=True)
 
 

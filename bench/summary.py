@@ -18,7 +18,6 @@ from bench.common import RESULTS_DIR
 EXPECTED = (
     "plan_fleet",
     "maintenance_fleet",
-    "backup",
     "restore_drill",
     "local_machines",
     "machine_backup",

@@ -2,10 +2,10 @@
 
 1. *production snapshot* (point drills only): production's user tables in one snapshot at a
    new restore point (:mod:`dr.sql`), then a WAL switch so the restore point gets archived;
-2. *drill host*: reach it (or make one for the drill: a drill machine from the customer's
-   image on the machines site, a fresh sshd host on the host-process stand-in), check sudo,
-   write a pgBackRest config holding only the chosen repository (read-only use: the drill
-   never runs ``stanza-create``, ``backup`` or ``expire``);
+2. *drill host*: reach it (or have the site make one for the drill: a drill machine from the
+   customer's image on the machines site), check sudo, write a pgBackRest config holding
+   only the chosen repository (read-only use: the drill never runs ``stanza-create``,
+   ``backup`` or ``expire``);
 3. *plan*: read the repository from the drill host, pick the backup set and the WAL range, and
    stop at the first missing segment (:mod:`dr.plan`);
 4. *space*: the drill host must have room for the restore;
@@ -390,7 +390,6 @@ def run_drill(
     started_at = clock()
     drill_id = new_drill_id(customer.id, started_at)
     s3_repo = site.repo(request.repo)
-    s3_env = site.env_for(request.repo)
     repository = Repository(s3_repo.index, s3_repo.region, s3_repo.bucket)
     report = DrillReport(
         drill_id=drill_id,
@@ -452,7 +451,8 @@ def run_drill(
                 raise DrillRefused("drill host", f"drill host unreachable: {exc}") from None
             report.drill_host = host.record()
             record.detail = f"{host.spec.name}: {host.directory}, port {host.port}"
-        runner = SshPgBackRest(host.spec.target, customer.stanza, layout, s3_env)
+        # No S3 key in the environment: the drill host's instance role signs.
+        runner = SshPgBackRest(host.spec.target, customer.stanza, layout)
         try:
             with steps.step("plan") as record:
                 try:
@@ -530,7 +530,7 @@ def run_drill(
                 )
             with steps.step("recovery") as record:
                 recovery_began = time.monotonic()
-                host.start_postgres(s3_env, host.control_settings())
+                host.start_postgres({}, host.control_settings())
                 report.drill_host = host.record()
                 state = wait_promoted(host, request.recovery_timeout)
                 report.measures.recovery_seconds = time.monotonic() - recovery_began

@@ -1,11 +1,10 @@
 """The hosts a drill works on, all reached over SSH through :func:`erpcloud.ssh.connect`.
 
 * The drill host: an SSH host given on the command line (``user@host:port`` with its pinned
-  host key), one from a drill-hosts inventory (per region), or one made for the drill: on the
-  machines site a drill machine booted from the customer's image
-  (:mod:`localtarget.drillmachine`), on the host-process stand-in a fresh sshd host
-  (:class:`localtarget.sshhost.SshHost`) with an empty data directory. Everything of one drill
-  lives in ``<drill root>/<drill id>/`` on it; a host made for the drill goes with it.
+  host key), one from a drill-hosts inventory (per region), or one a site makes for the drill
+  (on the machines site a drill machine booted from the customer's image, see
+  :mod:`dr.site`). Everything of one drill lives in ``<drill root>/<drill id>/`` on it; a host
+  made for the drill goes with it.
 * Production's database host, only for the consistent snapshot of a point drill (read-only
   sums and a restore point; nothing is restored there).
 
@@ -18,10 +17,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import shlex
-import shutil
-import signal
-import subprocess
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,16 +31,19 @@ from dr.sql import psql_argv
 from erpcloud.files import write_atomic
 from erpcloud.render import HostLayout
 from erpcloud.ssh import HostKeyError, SshTarget, connect, known_hosts_line, run, run_as_root
-from localtarget.processes import LOOPBACK, make_state_root, pid_alive, stop_pid
-from localtarget.sshhost import HostUser, SshHost, account_exists, generate_keypair
 from maintenance.errors import ChangeFileError, errors_from_validation, read_yaml
 from maintenance.inventory import AbsolutePath, SshEndpoint, Strict, check_host_key
 
 if TYPE_CHECKING:
     from fabric import Connection
 
-#: Where drills live on a drill host that is not the local target's fresh one.
+#: Where drills live on a drill host.
 DEFAULT_DRILL_ROOT: Final = "/var/lib/erpcloud-drill"
+#: The PostgreSQL of the product image, production's and a drill machine's: a backup restores
+#: only with its own major version.
+IMAGE_PG_VERSION: Final = HostLayout().pg_version
+#: The restored cluster listens on the drill host's loopback only.
+LOOPBACK: Final = "127.0.0.1"
 #: Ports tried for the restored cluster on the drill host (loopback only): below Linux's
 #: ephemeral range (32768-60999), where an outgoing connection's own port can make a free-
 #: looking port impossible to listen on.
@@ -118,7 +116,7 @@ class DatabaseAccess:
     shell: Shell
     port: int
     socket_dir: str | None
-    pg_version: int = 15
+    pg_version: int = IMAGE_PG_VERSION
 
     @property
     def psql(self) -> str:
@@ -203,31 +201,6 @@ def host_from_inventory(path: Path, region: str, known_hosts: Path) -> DrillHost
     return DrillHostSpec(entry.name, target, entry.drill_root)
 
 
-def local_drill_user(drill_id: str) -> str:
-    """A short, unique login for a fresh local drill host (loopback hosts share one user table)."""
-    return "erpdr" + hashlib.sha256(drill_id.encode()).hexdigest()[:10]
-
-
-def create_local_drill_host(drill_id: str) -> tuple[DrillHostSpec, SshHost]:
-    """A fresh sshd host on loopback with its own key, login (sudo) and empty filesystem."""
-    root = make_state_root("dr-host-")
-    key = root / "client" / "id_ed25519"
-    public = generate_keypair(key, f"erpcloud drill {drill_id}")
-    user = local_drill_user(drill_id)
-    host = SshHost(f"drill-{user[5:]}", root / "host", [HostUser(user, (public,), sudo=True)])
-    try:
-        host.setup()
-        host.start()
-        known_hosts = root / "client" / "known_hosts"
-        write_atomic(known_hosts, host.known_hosts_line() + "\n", mode=0o600)
-    except BaseException:
-        host.remove()
-        shutil.rmtree(root, ignore_errors=True)
-        raise
-    target = SshTarget(LOOPBACK, host.port, user, key, known_hosts)
-    return DrillHostSpec(host.name, target, str(host.state_dir / "drill")), host
-
-
 # --- one drill on its host ------------------------------------------------------------------------
 @dataclass
 class DrillHost:
@@ -235,8 +208,7 @@ class DrillHost:
 
     spec: DrillHostSpec
     drill_id: str
-    pg_version: int = 15
-    local_host: SshHost | None = None
+    pg_version: int = IMAGE_PG_VERSION
     #: A host made for this drill elsewhere (a drill machine): removed after the drill's own
     #: cleanup, saying what it did.
     on_teardown: Callable[[], list[str]] | None = None
@@ -275,17 +247,13 @@ class DrillHost:
 
     def record(self) -> DrillHostRecord:
         target = self.spec.target
-        local = self.local_host
         return DrillHostRecord(
             name=self.spec.name,
             address=str(target),
-            local=local is not None,
+            local=False,  # the host-process stand-in's sshd drill hosts are gone
             directory=self.directory,
             pg_port=self.port,
             postmaster_pid=self.postmaster_pid,
-            sshd_pid=local.process.pid if local and local.process else None,
-            created_users=list(local.created_users) if local else [],
-            root=str(local.root.parent) if local else None,
             ssh_host=target.host,
             ssh_user=target.user,
             ssh_port=target.port,
@@ -450,10 +418,9 @@ class DrillHost:
 
     # --- teardown --------------------------------------------------------------------------------
     def teardown(self) -> list[str]:
-        """Stop the restored cluster and remove the drill's folder; a fresh local host goes
-        entirely (sshd stopped by PID, its account and folder removed), a drill machine is
-        powered off and removed (``on_teardown``). Never touches a repository: a drill deletes
-        no backup."""
+        """Stop the restored cluster and remove the drill's folder; a host made for the drill
+        (a drill machine) is then powered off and removed (``on_teardown``). Never touches a
+        repository: a drill deletes no backup."""
         done: list[str] = []
         try:
             self.stop_postgres()
@@ -464,56 +431,15 @@ class DrillHost:
             done.append(f"drill host not reachable for cleanup ({exc})")
         finally:
             self.shell.close()
-            if (
-                self.postmaster_pid
-                and self.local_host is not None
-                and pid_alive(self.postmaster_pid)
-            ):
-                stop_pid(self.postmaster_pid, signal.SIGINT, timeout=60)
-            if self.local_host is not None:
-                remove_local_host(self.local_host)
-                done.append(f"local drill host {self.spec.name} removed")
             if self.on_teardown is not None:
                 done.extend(self.on_teardown())
         return done
 
 
-def remove_local_host(host: SshHost, wait: float = 10.0) -> None:
-    """Stop a fresh drill host's sshd, delete its accounts and folder. ``userdel`` refuses an
-    account while a just-closed session's processes are still exiting: it is retried."""
-    users = list(host.created_users)
-    host.remove()
-    deadline = time.monotonic() + wait
-    for user in users:
-        while account_exists(user) and time.monotonic() < deadline:
-            subprocess.run(["userdel", user], capture_output=True, check=False)
-            time.sleep(0.2)
-        if account_exists(user):
-            raise HostCommandError(f"account {user} of drill host {host.name} could not be removed")
-    shutil.rmtree(host.root.parent, ignore_errors=True)
-
-
 def teardown_recorded(record: DrillHostRecord, drill_id: str) -> list[str]:
-    """Tear down a drill host kept with ``--keep``, from its record (another process may ask)."""
-    done: list[str] = []
-    if record.machine_dir:
-        # A drill machine: its clean poweroff stops the restored cluster; then it is removed.
-        from localtarget.drillmachine import teardown_directory
-
-        return teardown_directory(Path(record.machine_dir))
-    if record.local:
-        if record.postmaster_pid and pid_alive(record.postmaster_pid):
-            stop_pid(record.postmaster_pid, signal.SIGINT, timeout=60)
-            done.append(f"restored cluster (PID {record.postmaster_pid}) stopped")
-        if record.sshd_pid and pid_alive(record.sshd_pid):
-            stop_pid(record.sshd_pid)
-            done.append(f"sshd (PID {record.sshd_pid}) stopped")
-        if record.root:
-            host = SshHost(record.name, Path(record.root) / "host", users=[])
-            host.created_users = list(record.created_users)
-            remove_local_host(host)
-            done.append(f"local drill host {record.name} removed")
-        return done
+    """Tear down the drill on an existing drill host kept with ``--keep``, from its record
+    (another process may ask): its restored cluster and folder, over SSH. A host made for the
+    drill goes through its site instead (:func:`dr.site.teardown_kept`)."""
     if not (
         record.ssh_host
         and record.ssh_user

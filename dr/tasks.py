@@ -6,9 +6,8 @@ build the drill's site, call :func:`dr.drill.run_drill`, print a summary or the 
 pinned host keys. Defaults come from the collection's configuration (``dr.*``), which a
 ``fabric.yaml`` or ``FABRIC_DR_<KEY>`` environment variables change (e.g. ``dr.site: aws``).
 
-Sites (:mod:`dr.site`): ``machines``, the customer's real machines from ``erpcloud local up``
-(a drill machine from the customer's image per drill); ``local``, the host-process
-stand-in from ``erpcloud local processes up`` (a fresh sshd host per drill); ``aws``.
+Sites (:mod:`dr.site`): ``machines`` (the default), the customer's real machines from
+``erpcloud local up`` (a drill machine from the customer's image per drill); ``aws``.
 """
 
 from __future__ import annotations
@@ -23,11 +22,11 @@ from invoke.exceptions import Exit
 
 from dr.drill import DrillRequest, run_drill
 from dr.host import (
+    IMAGE_PG_VERSION,
     DrillHostsError,
     DrillHostSpec,
     host_from_command_line,
     host_from_inventory,
-    teardown_recorded,
 )
 from dr.model import DrillMode, DrillReport, RepoChoice
 from dr.plan import parse_target_time
@@ -38,16 +37,16 @@ from dr.site import (
     production_from_inventory,
     registered_site,
     site_names,
+    teardown_kept,
 )
 from erpcloud.fleet import load_fleet
 from erpcloud.model import Customer
 from erpcloud.output import EXIT_FAILED, task_refusal, to_jsonable
-from erpcloud.render import HostLayout
 
 #: The collection's configuration defaults (the root fabfile installs them).
 CONFIG: dict[str, Any] = {
     "dr": {
-        "site": "local",
+        "site": "machines",
         "customers": "customers",
         "drills": "build/dr/drills",
         "inventory": "build/inventory.yaml",
@@ -149,16 +148,14 @@ def _print_summary(report: DrillReport, drills: Path) -> None:
         "latest": "Recover everything the repository holds now (the region is lost now).",
         "repo": "copy (default: the copy region, as in a regional loss) or primary.",
         "keep": "Leave the drill host and the restored cluster up (fab dr.teardown later).",
-        "drill-host": "user@host[:port] of an existing drill host (default: one made for the "
-        "drill, a drill machine from the customer's image on --site machines, a fresh sshd host "
-        "on --site local).",
+        "drill-host": "user@host[:port] of an existing drill host (default on --site machines: "
+        "a drill machine booted from the customer's image for the drill).",
         "drill-host-key": "The drill host's public host key ('ssh-ed25519 AAAA...'), pinned.",
         "key-file": "Private key to log in to --drill-host.",
         "drill-hosts": "Drill-hosts file: the host of the repository's region is used.",
         "drill-root": "Folder for drills on --drill-host (default /var/lib/erpcloud-drill).",
-        "site": "machines (the customer's machines from `erpcloud local up`), local "
-        "(the host-process stand-in from `erpcloud local processes up`) or aws "
-        "(default: config dr.site).",
+        "site": "machines (the customer's machines from `erpcloud local up`) or aws "
+        "(default: config dr.site, machines).",
         "inventory": "aws site, point drills: the maintenance inventory (production's host).",
         "customers": "Folder of customer files.",
         "drills": "Folder of drill reports (default build/dr/drills).",
@@ -218,7 +215,7 @@ def drill(
             if mode is DrillMode.POINT:
                 path = Path(_setting(c, "inventory", inventory))
                 production = production_from_inventory(
-                    path, subject, work / "production_hosts", pg_version=HostLayout().pg_version
+                    path, subject, work / "production_hosts", pg_version=IMAGE_PG_VERSION
                 )
             drill_site = aws_site(subject, spec, production)
     except (_BadInput, DrillHostsError, ValueError) as exc:
@@ -253,7 +250,11 @@ def teardown(c: Context, drill: str, drills: str | None = None) -> None:
     host = report.drill_host
     if host is None or not host.kept or host.torn_down:
         raise task_refusal(f"drill {drill} has no kept drill host to tear down", False)
-    for line in teardown_recorded(host, report.drill_id):
+    try:
+        done = teardown_kept(host, report.drill_id)
+    except ValueError as exc:
+        raise task_refusal(str(exc), False) from None
+    for line in done:
         print(line)
     host.torn_down = True
     write_reports(report, drills_dir)

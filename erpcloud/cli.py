@@ -344,3 +344,6 @@ app.command("inventory")(inventory_command)
 from dr.cli import dr_app  # noqa: E402 - registered after the shared helpers
 
 app.add_typer(dr_app, name="dr")
+from support.cli import support_app  # noqa: E402 - registered after the shared helpers
+
+app.add_typer(support_app, name="support")

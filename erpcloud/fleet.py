@@ -6,39 +6,29 @@ reported at once; cross-file rules (unique prefixes, S3) run over the whole flee
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
+from erpcloud.documents import (
+    DocumentError,
+    FieldError,
+    errors_from_validation,
+    field_path,
+    read_yaml_document,
+)
 from erpcloud.model import Customer
+
+__all__ = ["CustomerFileError", "FieldError", "Fleet", "field_path", "load_fleet", "load_one"]
 
 #: Where customer files live, relative to the repository root.
 CUSTOMERS_DIR = Path("customers")
 
 
-@dataclass(frozen=True)
-class FieldError:
-    """One broken rule: where (file, field path) and which rule."""
-
-    file: str
-    field: str
-    rule: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}: {self.field}" if self.field else self.file
-        return f"{where}: {self.rule}"
-
-
-class CustomerFileError(ValueError):
-    """A customer file (or the fleet) breaks one or more rules; ``errors`` lists them all."""
-
-    def __init__(self, errors: Sequence[FieldError]) -> None:
-        self.errors = list(errors)
-        super().__init__("\n".join(str(e) for e in self.errors))
+#: A customer file breaking rules: the one document error (:mod:`erpcloud.documents`).
+CustomerFileError = DocumentError
 
 
 @dataclass
@@ -61,29 +51,6 @@ class Fleet:
             raise KeyError(f"no customer {customer_id!r} (known: {known})") from None
 
 
-def field_path(loc: Iterable[int | str]) -> str:
-    """``('ssh', 'users', 0, 'name')`` → ``ssh.users[0].name``."""
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else part
-    return path
-
-
-def _errors_from_validation(file: str, exc: ValidationError) -> list[FieldError]:
-    found = []
-    for error in exc.errors(include_url=False):
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "is not a known field (check the spelling; secrets never go in this file)"
-        elif error["type"] == "missing":
-            message = "is required"
-        found.append(FieldError(file, field_path(error["loc"]), message))
-    return found
-
-
 def parse_customer(data: Any, file: str, expected_id: str | None = None) -> Customer:
     """Validate one customer document; raise :class:`CustomerFileError` with every problem."""
     if not isinstance(data, dict):
@@ -91,7 +58,11 @@ def parse_customer(data: Any, file: str, expected_id: str | None = None) -> Cust
     try:
         customer = Customer.model_validate(data)
     except ValidationError as exc:
-        raise CustomerFileError(_errors_from_validation(file, exc)) from None
+        raise CustomerFileError(
+            errors_from_validation(
+                file, exc, extra_hint="check the spelling; secrets never go in this file"
+            )
+        ) from None
     if expected_id is not None and customer.id != expected_id:
         raise CustomerFileError(
             [FieldError(file, "id", f"must equal the file name {expected_id!r}.yaml")]
@@ -101,20 +72,7 @@ def parse_customer(data: Any, file: str, expected_id: str | None = None) -> Cust
 
 def load_customer(path: Path) -> Customer:
     """Read and validate ``customers/<id>.yaml``."""
-    file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CustomerFileError(
-            [FieldError(file, "", f"cannot be read ({exc.strerror})")]
-        ) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise CustomerFileError([FieldError(file, "", f"{where}is not valid YAML")]) from None
-    return parse_customer(data, file, expected_id=path.stem)
+    return parse_customer(read_yaml_document(path), str(path), expected_id=path.stem)
 
 
 def customer_files(directory: Path) -> list[Path]:

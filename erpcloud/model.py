@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Self
@@ -27,12 +28,14 @@ from pydantic import (
 )
 
 from erpcloud import policy
+from erpcloud.documents import is_control
 from erpcloud.policy import Edition, Zone
 from erpcloud.sshkeys import SshPublicKey, parse_public_key
 from erpcloud.versions import ProductVersion, check_supported
 
 _DNS_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_CUSTOMER_ID = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
+#: A customer id: it names the file, the stack, the buckets and local state folders.
+CUSTOMER_ID = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
 _POSIX_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _AWS_REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d$")
 
@@ -82,8 +85,24 @@ def check_region_name(value: str) -> str:
 
 
 def check_public_key(value: str) -> str:
-    """S4: an ed25519 or RSA (>= 3072 bits) key that a real key parser accepts."""
-    parse_public_key(value)
+    """S4: an ed25519, ECDSA or RSA (>= 3072 bits) key that a real key parser accepts, kept in
+    canonical form (one line, no options, a printable comment)."""
+    return parse_public_key(value).openssh()
+
+
+def check_free_text(value: str) -> str:
+    """S20: free text (a company name, a reason) is one line of printable characters: it lands
+    in unit files, notices and e-mail headers, where a control character changes the meaning."""
+    bad = next((c for c in value if is_control(c) or unicodedata.category(c) == "Cf"), None)
+    if bad is not None:
+        raise ValueError(
+            f"contains U+{ord(bad):04X} ({unicodedata.name(bad, 'a control character')}); "
+            "free text is one line of printable characters (S20)"
+        )
+    if "\\" in value:
+        raise ValueError("contains a backslash, which escapes in the files it lands in (S20)")
+    if len(value) > policy.MAX_FREE_TEXT:
+        raise ValueError(f"is {len(value)} characters long; at most {policy.MAX_FREE_TEXT}")
     return value
 
 
@@ -91,6 +110,7 @@ DnsLabel = Annotated[str, AfterValidator(check_dns_label)]
 PublicKeyLine = Annotated[str, AfterValidator(check_public_key)]
 PosixUser = Annotated[str, AfterValidator(check_posix_user)]
 RegionName = Annotated[str, AfterValidator(check_region_name)]
+FreeText = Annotated[str, AfterValidator(check_free_text)]
 
 
 # --- secrets -----------------------------------------------------------------------------------
@@ -228,12 +248,25 @@ class SshUser(Strict):
 
     name: PosixUser
     keys: Annotated[list[PublicKeyLine], Field(min_length=1)]
-    #: Whether this user may use sudo. Off by default: the customer's users are not admins.
+    #: Full sudo: only the provider's operations user has it; a customer file asking for it is
+    #: refused (S4, S16; :class:`SshAccess`).
     sudo: bool = False
 
     @property
     def public_keys(self) -> list[SshPublicKey]:
         return [parse_public_key(line) for line in self.keys]
+
+
+def source_address_counts(cidrs: list[str]) -> dict[int, int]:
+    """How many addresses of each IP version the union of ``cidrs`` covers (overlaps counted
+    once), so that halves or quarters of the Internet add up to what they are (S4)."""
+    networks = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+    ipv4 = [n for n in networks if isinstance(n, ipaddress.IPv4Network)]
+    ipv6 = [n for n in networks if isinstance(n, ipaddress.IPv6Network)]
+    return {
+        4: sum(n.num_addresses for n in ipaddress.collapse_addresses(ipv4)),
+        6: sum(n.num_addresses for n in ipaddress.collapse_addresses(ipv6)),
+    }
 
 
 class SshAccess(Strict):
@@ -258,11 +291,22 @@ class SshAccess(Strict):
 
     @model_validator(mode="after")
     def _any_source_needs_flag(self) -> Self:
-        wide = [c for c in self.allowed_cidrs if ipaddress.ip_network(c).prefixlen == 0]
-        if wide and not self.allow_any_source:
+        if not self.allow_any_source:
+            for version, covered in source_address_counts(self.allowed_cidrs).items():
+                ceiling = policy.MAX_SSH_SOURCE_ADDRESSES[version]
+                if covered > ceiling:
+                    widest = (32 if version == 4 else 128) - (ceiling.bit_length() - 1)
+                    raise ValueError(
+                        f"allowed_cidrs together open SSH to {covered} IPv{version} addresses, "
+                        f"more than a /{widest} ({ceiling}), the most a customer's networks may "
+                        "span; set allow_any_source: true to mean it (S4)"
+                    )
+        rooted = [u.name for u in self.users if u.sudo]
+        if rooted:
             raise ValueError(
-                f"allowed_cidrs opens SSH to the whole Internet ({', '.join(wide)}); "
-                "set allow_any_source: true to mean it (S4)"
+                f"users {rooted} ask for sudo: customer and partner users are never root (S4: "
+                "non-root access; S16: nothing is installed on the server). They may restart "
+                "the product and read its journal; the provider's operations user does the rest"
             )
         names = [u.name for u in self.users]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -377,14 +421,14 @@ class Customer(Strict):
 
     #: The stack name and the file's stem: ``customers/<id>.yaml``.
     id: str
-    company: Annotated[str, Field(min_length=2, max_length=200)]
+    company: Annotated[FreeText, Field(min_length=2)]
     contact_email: EmailStr
     partner: Partner
     edition: Edition
     product_version: str
     prefix: DnsLabel
     #: S10: why a region outside the defaults was granted (required for such a region).
-    region_exception: Annotated[str, Field(min_length=10)] | None = None
+    region_exception: Annotated[FreeText, Field(min_length=10)] | None = None
     region: RegionName
     #: S6: where the second copy of the backups lives; derived for the default regions.
     copy_region: RegionName | None = Field(default=None, validate_default=True)
@@ -399,7 +443,7 @@ class Customer(Strict):
     @field_validator("id")
     @classmethod
     def _id_shape(cls, value: str) -> str:
-        if not _CUSTOMER_ID.match(value):
+        if not CUSTOMER_ID.match(value):
             raise ValueError(
                 "must be 3-40 characters of a-z, 0-9 and '-', starting with a letter "
                 "(it names the Pulumi stack and the file)"

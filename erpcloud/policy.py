@@ -105,8 +105,68 @@ FORBIDDEN_PORTS: Final[frozenset[int]] = frozenset({80})
 SSH_PORT: Final = 22
 #: Minimum RSA modulus for an SSH key (S4; NIST SP 800-57 for use beyond 2030).
 MIN_RSA_BITS: Final = 3072
-#: Key types accepted (S4: public-key authentication only).
-ALLOWED_SSH_KEY_TYPES: Final[frozenset[str]] = frozenset({"ssh-ed25519", "ssh-rsa"})
+#: Key types accepted (S4: public-key authentication only). No DSA (OpenSSH dropped it).
+ALLOWED_SSH_KEY_TYPES: Final[frozenset[str]] = frozenset(
+    {
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+    }
+)
+#: sshd's algorithms (S4, issue 13): post-quantum hybrid and curve25519 key exchange,
+#: authenticated encryption or CTR with encrypt-then-MAC, no SHA-1, no NIST-curve host keys;
+#: what ``ssh-audit`` accepts with no failure, and what paramiko (our runner) speaks.
+SSH_KEX_ALGORITHMS: Final = (
+    "mlkem768x25519-sha256",
+    "sntrup761x25519-sha512",
+    "sntrup761x25519-sha512@openssh.com",
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+    "diffie-hellman-group16-sha512",
+    "diffie-hellman-group18-sha512",
+)
+SSH_CIPHERS: Final = (
+    "chacha20-poly1305@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes128-gcm@openssh.com",
+    "aes256-ctr",
+    "aes192-ctr",
+    "aes128-ctr",
+)
+SSH_MACS: Final = (
+    "hmac-sha2-256-etm@openssh.com",
+    "hmac-sha2-512-etm@openssh.com",
+    "umac-128-etm@openssh.com",
+)
+SSH_HOST_KEY_ALGORITHMS: Final = ("ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256")
+#: Client keys: what :data:`ALLOWED_SSH_KEY_TYPES` admits, with SHA-2 signatures for RSA, and
+#: their certificates (P5: support logs in with one).
+SSH_PUBKEY_ALGORITHMS: Final = (
+    "ssh-ed25519-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp384-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp521-cert-v01@openssh.com",
+    "rsa-sha2-512-cert-v01@openssh.com",
+    "rsa-sha2-256-cert-v01@openssh.com",
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+)
+#: Failed logins per connection, and seconds to log in, before sshd hangs up (S4).
+SSH_MAX_AUTH_TRIES: Final = 3
+SSH_LOGIN_GRACE_SECONDS: Final = 30
+#: A key's comment lands in ``authorized_keys``: printable characters, this long at most (S4).
+MAX_SSH_KEY_COMMENT: Final = 100
+#: The widest SSH source a customer file may open without ``allow_any_source`` (S4, S20),
+#: counted over the union of its networks per family, so halves or quarters of the Internet do
+#: not add up to an open door: an IPv4 /8 and an IPv6 /32 (a whole provider's allocation) are
+#: far wider than any office or VPN a customer reaches us from.
+MAX_SSH_SOURCE_ADDRESSES: Final[dict[int, int]] = {4: 2**24, 6: 2**96}
 #: The provider's own maintenance login on every instance (S11-S13 maintenance, S8 drills):
 #: key-only like every user, with sudo; its public keys are erpcloud/data/operations-keys.pub.
 OPERATIONS_USER: Final = "erpcloud-ops"
@@ -331,6 +391,15 @@ RETENTION_AFTER_TERMINATION: Final = timedelta(days=60)
 
 # --- P5: support tokens -----------------------------------------------------------------------
 ONE_TIME_TOKEN_TTL: Final = timedelta(days=1)
+#: P5: support logs in with an OpenSSH certificate that expires by itself, at most this long.
+SUPPORT_MAX_VALIDITY: Final = timedelta(hours=24)
+#: The user support engineers log in as (no sudo: the product's journal and restart only).
+SUPPORT_USER: Final = "erpcloud-support"
+
+
+def support_principal(customer_id: str) -> str:
+    """The one principal a customer's machines accept support certificates for (P5)."""
+    return f"support-{customer_id}"
 
 
 # --- S11-S14: the maintenance runner (issue 6; our operating choices, not customer promises) ---
@@ -383,3 +452,10 @@ DR_FREE_SPACE_RATIO: Final = 1.5
 #: S8: production writers wait at most this long behind the drill's snapshot lock (the lock is
 #: held for milliseconds; if it cannot be had this fast, the drill fails, production goes on).
 DR_SNAPSHOT_LOCK_TIMEOUT: Final = timedelta(seconds=5)
+
+
+# --- Documents at the edge (customer, change, calendar and inventory files) -------------------
+#: A document larger than this is refused before it is parsed (a customer file is ~2 KB).
+MAX_DOCUMENT_BYTES: Final = 1024 * 1024
+#: Free text (a company name, a reason) is one line of this many characters at most (S20).
+MAX_FREE_TEXT: Final = 200

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 import functools
+import ipaddress
 import json
 import shlex
 import shutil
@@ -25,6 +26,7 @@ import jinja2
 import yaml
 
 from erpcloud import policy
+from erpcloud.documents import is_control
 from erpcloud.files import replace_tree
 from erpcloud.model import Customer, Environment, SecretSource, SshUser
 from erpcloud.sshkeys import parse_public_key
@@ -59,6 +61,50 @@ def _pg_quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+class UnsafeValue(ValueError):
+    """A value cannot be written into a file of this format without changing its meaning."""
+
+
+def _one_line(value: object, what: str) -> str:
+    text = str(value)
+    bad = next((c for c in text if c != "\t" and is_control(c)), None)
+    if bad is not None:
+        raise UnsafeValue(
+            f"{text!r} cannot go into {what}: U+{ord(bad):04X} is a control character there"
+        )
+    return text
+
+
+def _systemd_text(value: object) -> str:
+    """A plain unit file value (``Description=``, ``User=``...): one line with its ``%``
+    specifiers escaped (systemd.unit(5)). Such values take backslashes literally, except one at
+    the end, which would continue the line into the next setting (systemd.syntax(7))."""
+    text = _one_line(value, "a unit file")
+    if text.endswith("\\"):
+        raise UnsafeValue(f"{text!r} cannot end a unit file line: the backslash continues it")
+    return text.replace("%", "%%")
+
+
+def _systemd_environment(value: object, name: str) -> str:
+    """One ``Environment=`` assignment, double-quoted (systemd.exec(5)): ``"NAME=value"``."""
+    text = _one_line(value, "a unit file")
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{name}={escaped}"'
+
+
+def _systemd_exec_word(value: object) -> str:
+    """One word of an ``ExecStart=`` command line: quoted, with ``$`` and ``%`` escaped."""
+    text = _one_line(value, "a unit file")
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("%", "%%").replace("$", "$$") + '"'
+
+
+def _ini_value(value: object) -> str:
+    """A pgbackrest.conf value: one line (the file has no quoting; a newline would add an
+    option of its own)."""
+    return _one_line(value, "pgbackrest.conf")
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("erpcloud", "templates"),
@@ -69,7 +115,11 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["pg_quote"] = _pg_quote
-    env.filters["shell_quote"] = shlex.quote
+    env.filters["shell_quote"] = lambda value: shlex.quote(_one_line(value, "a shell script"))
+    env.filters["systemd_text"] = _systemd_text
+    env.filters["systemd_env"] = _systemd_environment
+    env.filters["systemd_word"] = _systemd_exec_word
+    env.filters["ini"] = _ini_value
     return env
 
 
@@ -277,12 +327,47 @@ def render_cloudwatch_agent_config(customer: Customer, layout: HostLayout) -> st
     return text
 
 
-def secret_name(customer: Customer, which: str) -> str:
-    """The Secrets Manager name the instance reads a secret from (S1)."""
+def secret_name(
+    customer: Customer, which: str, environment: Environment = Environment.PRODUCTION
+) -> str:
+    """The Secrets Manager name an environment's instance reads a secret from (S1). The test
+    environment has secrets of its own (issue 13): its role can read nothing of production's."""
     ref = getattr(customer.secrets, which)
+    if environment is Environment.TEST:
+        return f"erpcloud/{customer.id}/test/{which.replace('_', '-')}"
     if ref.source is SecretSource.SECRETS_MANAGER:
         return str(ref.name)
     return f"erpcloud/{customer.id}/{which.replace('_', '-')}"
+
+
+def sshd_allow_users(customer: Customer) -> list[str]:
+    """``AllowUsers`` patterns (S4, S20): each customer user only from the customer's networks
+    (what the security group admits, checked again by sshd); the provider's operations and
+    support users from wherever the security group lets them in (they hold no password and
+    log in by key or certificate only)."""
+    networks = [str(ipaddress.ip_network(c, strict=False)) for c in customer.ssh.allowed_cidrs]
+    if customer.ssh.allow_any_source:
+        patterns = [u.name for u in customer.ssh.users]
+    else:
+        patterns = [f"{u.name}@{net}" for u in customer.ssh.users for net in networks]
+    return [*patterns, policy.OPERATIONS_USER, policy.SUPPORT_USER]
+
+
+def render_sshd_drop_in(customer: Customer, users: list[str]) -> str:
+    """S4: key-only SSH and SFTP for named non-root users, with the policy's algorithms; it
+    loads beside the image's stock ``sshd_config`` (which sets the sftp subsystem)."""
+    return render_template(
+        "ssh/50-erpcloud.conf.j2",
+        customer=customer,
+        users=users,
+        kex=policy.SSH_KEX_ALGORITHMS,
+        ciphers=policy.SSH_CIPHERS,
+        macs=policy.SSH_MACS,
+        host_key_algorithms=policy.SSH_HOST_KEY_ALGORITHMS,
+        pubkey_algorithms=policy.SSH_PUBKEY_ALGORITHMS,
+        max_auth_tries=policy.SSH_MAX_AUTH_TRIES,
+        login_grace_seconds=policy.SSH_LOGIN_GRACE_SECONDS,
+    )
 
 
 @dataclass(frozen=True)
@@ -300,15 +385,26 @@ def host_files(
     environment: Environment,
     layout: HostLayout,
     repos: tuple[S3Repo, ...] | None = None,
+    support_ca: str | None = None,
 ) -> list[HostFile]:
     """Every file cloud-init writes on one environment's instance (``repos``: where the backups
-    go, when not the customer's AWS buckets)."""
+    go, when not the customer's AWS buckets; ``support_ca``: the support CA's public key, when
+    not the provider's)."""
     host = customer.url_host if environment is Environment.PRODUCTION else customer.test_url_host
-    users = [u.name for u in customer.ssh.users] + [policy.OPERATIONS_USER]
     files = [
+        *support_access_files(customer, support_ca or support_ca_key()),
         HostFile(
             "/etc/ssh/sshd_config.d/50-erpcloud.conf",
-            render_template("ssh/50-erpcloud.conf.j2", customer=customer, users=users),
+            render_sshd_drop_in(customer, sshd_allow_users(customer)),
+        ),
+        HostFile(
+            "/etc/sudoers.d/erpcloud-customers",
+            render_template(
+                "ssh/erpcloud-customers.sudoers.j2",
+                customer=customer,
+                users=[u.name for u in customer.ssh.users],
+            ),
+            mode="0440",
         ),
         HostFile(
             f"{layout.conf_d}/erpcloud.conf",
@@ -334,8 +430,8 @@ def host_files(
                 "product/fetch-secrets.sh.j2",
                 customer=customer,
                 region=customer.region,
-                activation_key_secret=secret_name(customer, "activation_key"),
-                database_password_secret=secret_name(customer, "database_password"),
+                activation_key_secret=secret_name(customer, "activation_key", environment),
+                database_password_secret=secret_name(customer, "database_password", environment),
             ),
             mode="0750",
         ),
@@ -384,6 +480,33 @@ def host_files(
 CLOUDWATCH_CONFIG_PATH: Final = "/opt/aws/amazon-cloudwatch-agent/etc/amazon-cloudwatch-agent.json"
 
 
+def support_ca_key() -> str:
+    """The provider's support CA public key (``erpcloud/data/support-ca.pub``), parsed (P5)."""
+    text = resources.files("erpcloud").joinpath("data/support-ca.pub").read_text()
+    keys = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if len(keys) != 1:
+        raise ValueError("erpcloud/data/support-ca.pub must hold exactly one key")
+    return parse_public_key(keys[0]).openssh()
+
+
+def support_access_files(customer: Customer, ca_public_key: str) -> list[HostFile]:
+    """P5: sshd trusts the support CA for one principal, ``support-<id>``, as the support user
+    only; certificates of revoked keys are refused (``erpcloud support revoke`` adds to it)."""
+    return [
+        HostFile(
+            "/etc/ssh/erpcloud-support-ca.pub", parse_public_key(ca_public_key).openssh() + "\n"
+        ),
+        HostFile(
+            f"/etc/ssh/erpcloud-principals/{policy.SUPPORT_USER}",
+            policy.support_principal(customer.id) + "\n",
+        ),
+        HostFile(
+            "/etc/ssh/erpcloud-revoked-keys",
+            "# Public keys whose support certificates are refused (erpcloud support revoke).\n",
+        ),
+    ]
+
+
 def operations_keys() -> tuple[str, ...]:
     """The operations team's public keys (``erpcloud/data/operations-keys.pub``), each parsed."""
     text = resources.files("erpcloud").joinpath("data/operations-keys.pub").read_text()
@@ -413,11 +536,12 @@ def render_user_data(
     layout: HostLayout | None = None,
     ops_keys: tuple[str, ...] | None = None,
     repos: tuple[S3Repo, ...] | None = None,
+    support_ca: str | None = None,
 ) -> str:
     """The cloud-init user-data of one environment's instance (S1, S4; S5-S7 production only).
 
-    ``ops_keys`` replaces the operations team's keys and ``repos`` the backup repositories (the
-    local machines use their own keys and the S3 emulator).
+    ``ops_keys`` replaces the operations team's keys, ``repos`` the backup repositories and
+    ``support_ca`` the support CA (the local machines use their own keys and the S3 emulator).
     """
     chosen = layout or HostLayout()
     host = customer.url_host if environment is Environment.PRODUCTION else customer.test_url_host
@@ -430,7 +554,8 @@ def render_user_data(
         fqdn=host,
         timezone=policy.REGION_TIMEZONES[customer.region],
         users=login_users(customer, ops_keys),
-        files=host_files(customer, environment, chosen, repos),
+        files=host_files(customer, environment, chosen, repos, support_ca),
+        support_user=policy.SUPPORT_USER,
         backups=environment.has_backups,
         monitoring=environment.has_monitoring,
         cloudwatch_config_path=CLOUDWATCH_CONFIG_PATH,

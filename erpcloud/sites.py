@@ -32,6 +32,8 @@ class LocalCustomer:
     ssh_key_file: str
     #: Every machine and the site's AWS stand-in are running.
     running: bool
+    #: The site's support CA private key (P5), which the machines trust.
+    support_ca_key: str = ""
 
 
 class LocalSite(Protocol):

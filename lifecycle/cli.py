@@ -18,8 +18,14 @@ import typer
 import yaml
 from rich.table import Table
 
-from backups.retention import audit
-from erpcloud.cli_common import CustomersDir, JsonFlag, load_valid_customer, load_valid_fleet
+from erpcloud.audit import audit
+from erpcloud.cli_common import (
+    CustomersDir,
+    JsonFlag,
+    load_fleet_going_on,
+    load_valid_customer,
+    load_valid_fleet,
+)
 from erpcloud.files import write_atomic
 from erpcloud.fleet import CUSTOMERS_DIR, CustomerFileError
 from erpcloud.model import Customer, Lifecycle
@@ -32,7 +38,6 @@ from erpcloud.output import (
     err_console,
     fail,
 )
-from erpcloud.sites import local_customer
 from erpcloud.ssh import HostKeyError
 from lifecycle.customerfile import (
     LifecycleRefused,
@@ -52,6 +57,7 @@ from lifecycle.inventory import (
     inventory_rows,
     maintenance_document,
 )
+from lifecycle.platform import platform_for
 from lifecycle.purge import PurgeRefused, check_purge, purge
 from lifecycle.records import LIFECYCLE_DIR_ENV, load_record
 from lifecycle.remote import RemoteError
@@ -219,7 +225,8 @@ def due_command(
     """Run daily: at a cancelled customer's termination date, a final backup to both regions,
     then the service stops (S18); report retention and when a purge becomes allowed."""
     day = _today(today, as_json)
-    customers = load_valid_fleet(directory, as_json)
+    loaded = load_fleet_going_on(directory, as_json)  # one bad file stops no one else's end
+    customers = loaded.customers
     items = [due_item(c, load_record(records, c.id), day) for c in customers.values()]
     done: list[Any] = []
     errors: dict[str, str] = {}
@@ -233,11 +240,12 @@ def due_command(
         except (SiteError, TerminationFailed, RemoteError, HostKeyError, OSError) as exc:
             errors[item.customer] = str(exc)
     summary = {
-        "ok": not errors,
+        "ok": not errors and not loaded.errors,
         "today": day,
         "customers": items,
         "terminated": done,
         "errors": errors,
+        "invalid_customer_files": [str(e) for e in loaded.errors],
     }
 
     def human() -> None:
@@ -262,6 +270,8 @@ def due_command(
     emit(summary, as_json, human)
     if errors:
         raise SystemExit(EXIT_FAILED)
+    if loaded.errors:
+        raise SystemExit(EXIT_BAD_INPUT)
     if any(report.service != "stopped" for report in done):
         raise SystemExit(EXIT_WARNING)  # an operator runs the printed stop commands
 
@@ -292,9 +302,8 @@ def purge_command(
         fail(f"{customer_id}: purge refused: {exc}", as_json, EXIT_BAD_INPUT)
     from stacks.plan import plan_customer  # seconds to import: only once a purge is allowed
 
-    found = local_customer(customer_id)
-    local = found[0] if found is not None else None
-    report = purge(customer, local, plan_customer(customer), records, _progress(as_json))
+    platform = platform_for(customer_id)
+    report = purge(customer, platform, plan_customer(customer), records, _progress(as_json))
 
     def human() -> None:
         if report.ran:

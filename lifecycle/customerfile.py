@@ -14,8 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from erpcloud.documents import parse_yaml_text, read_document_text
 from erpcloud.files import write_atomic
 from erpcloud.fleet import CustomerFileError, FieldError, parse_customer
 from erpcloud.model import Customer, Lifecycle, LifecycleState
@@ -125,7 +124,7 @@ def replace_block(text: str, lifecycle: Lifecycle) -> str:
 
 
 def _document(text: str, file: str) -> dict[str, Any]:
-    data = yaml.safe_load(text)
+    data = parse_yaml_text(text, file)
     if not isinstance(data, dict):
         raise CustomerFileError([FieldError(file, "", "must be a YAML mapping of fields")])
     return data
@@ -133,7 +132,7 @@ def _document(text: str, file: str) -> dict[str, Any]:
 
 def write_lifecycle(path: Path, customer_id: str, lifecycle: Lifecycle) -> Customer:
     """Replace the file's ``lifecycle`` block; validated first, written atomically."""
-    text = path.read_text(encoding="utf-8")
+    text = read_document_text(path)
     new_text = replace_block(text, lifecycle)
     old = _document(text, str(path))
     new = _document(new_text, str(path))

@@ -6,10 +6,9 @@ only when both succeeded, the service stops. The data is then retained for 60 da
 (``purge_allowed_from``); the step reports when a purge becomes allowed, and never purges
 (``erpcloud customer purge`` does, with confirmation). ``today`` is injectable.
 
-Stopping the service: on the local machines, both are powered off cleanly (their disks, the AWS
-stand-in and its buckets stay: :meth:`erpcloud.sites.LocalSite.stop_instances`). On AWS the
-instances are stopped through the stack; those commands are returned as a plan, labelled as not
-run here.
+Stopping the service is the platform's (:mod:`lifecycle.platform`): the local machines are
+powered off cleanly (their disks, the AWS stand-in and its buckets stay); on AWS the instances
+are stopped through the stack, and those commands are returned as a plan, labelled as not run.
 """
 
 from __future__ import annotations
@@ -22,17 +21,14 @@ from pathlib import Path
 from typing import Final
 
 from backups.info import BackupType
-from backups.retention import audit
 from backups.runs import run_backups
+from erpcloud.audit import audit
 from erpcloud.model import Customer, LifecycleState
 from lifecycle.records import CustomerRecord, append_event
 from lifecycle.site import Site
 
 TERMINATED: Final = "terminated"
 PURGED: Final = "purged"
-NOT_RUN_LABEL: Final = (
-    "PLANNED, NOT RUN: there is no AWS account here; an operator runs these commands"
-)
 
 
 class Due(StrEnum):
@@ -107,18 +103,6 @@ def due_item(customer: Customer, record: CustomerRecord, today: date) -> DueItem
     )
 
 
-def aws_stop_commands(customer: Customer) -> list[str]:
-    """How an operator stops both instances on AWS: through the stack, whose program stops a
-    cancelled customer's instances from the termination date (S18); then wait for it."""
-    stack = f"--stack {customer.id}"
-    return [
-        f"pulumi up --yes {stack}",
-        f"aws ec2 wait instance-stopped --region {customer.region} --instance-ids "
-        f'"$(pulumi stack output production_instance_id {stack})" '
-        f'"$(pulumi stack output test_instance_id {stack})"',
-    ]
-
-
 def terminate(
     site: Site, records_dir: Path, progress: Callable[[str], None] = lambda _: None
 ) -> TerminationReport:
@@ -133,14 +117,16 @@ def terminate(
             f"{customer.id}: the final backup failed ({errors}); the service keeps running "
             "until it succeeds (S18: nothing is lost)"
         )
-    report = TerminationReport(customer.id, f"{site.kind} {site.host.name}", labels, "planned")
-    if site.local is not None:
-        progress("powering off the local machines (production last: its last WAL is archived)")
-        report.stopped = site.local.stop_instances(customer.id)
-        report.service = "stopped"
-    else:
-        report.commands = aws_stop_commands(customer)
-        report.label = NOT_RUN_LABEL
+    action = site.platform.stop_instances(customer, progress)
+    report = TerminationReport(
+        customer.id,
+        f"{site.kind} {site.host.name}",
+        labels,
+        "stopped" if action.ran else "planned",
+        stopped=action.done.get("stopped", []),
+        commands=action.commands,
+        label=action.label,
+    )
     details = {
         "final_backup": labels,
         "service": report.service,

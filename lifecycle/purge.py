@@ -26,11 +26,12 @@ from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
-from backups.retention import audit
 from erpcloud import policy
+from erpcloud.audit import audit
 from erpcloud.model import Customer, LifecycleState
 from erpcloud.sites import LocalSite
-from lifecycle.due import NOT_RUN_LABEL, PURGED
+from lifecycle.due import PURGED
+from lifecycle.platform import Platform
 from lifecycle.records import append_event
 from stacks.plan import BUCKET_TYPE, KMS_KEY_TYPE, SECRET_TYPE, Plan
 
@@ -224,25 +225,22 @@ def aws_purge_plan(customer: Customer, plan: Plan) -> dict[str, Any]:
 
 def purge(
     customer: Customer,
-    local: LocalSite | None,
+    platform: Platform,
     plan: Plan,
     records_dir: Path,
     progress: Callable[[str], None] = lambda _: None,
 ) -> PurgeReport:
-    """Destroy (``local``: the site holding the customer's machines) or plan (AWS) the
-    customer's data; audited before and after.
+    """Destroy (the local machines) or plan (AWS) the customer's data, as ``platform`` does;
+    audited before and after.
 
     Call :func:`check_purge` first: this function destroys without asking."""
-    mode = "local" if local is not None else "aws-plan"
+    mode = platform.mode
     audit({"action": "lifecycle.purge.start", "customer": customer.id, "mode": mode})
-    if local is not None:
-        report = PurgeReport(
-            customer.id, mode, ran=True, destroyed=destroy_local(local, customer.id, plan, progress)
-        )
-    else:
-        report = PurgeReport(
-            customer.id, mode, ran=False, label=NOT_RUN_LABEL, plan=aws_purge_plan(customer, plan)
-        )
+    action = platform.destroy(customer, plan, progress)
+    report = PurgeReport(
+        customer.id, mode, ran=action.ran, label=action.label, destroyed=action.done,
+        plan=action.plan,
+    )  # fmt: skip
     details = {"mode": mode, "ran": report.ran, "destroyed": report.destroyed, "plan": report.plan}
     audit({"action": "lifecycle.purge", "customer": customer.id, **details})
     if report.ran:

@@ -9,15 +9,16 @@ from its ``db`` entry, and the product's paths lie below its ``host_root``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from backups.pgbackrest import SshPgBackRest
 from erpcloud.model import Customer, Environment
 from erpcloud.render import HostLayout
-from erpcloud.sites import LocalSite, local_customer
+from erpcloud.sites import local_customer
 from erpcloud.ssh import SshTarget
 from lifecycle.paths import HostPaths
+from lifecycle.platform import AwsPlatform, LocalPlatform, Platform
 from maintenance.errors import ChangeFileError
 from maintenance.inventory import (
     INVENTORY_FILE,
@@ -38,12 +39,12 @@ class Site:
     customer: Customer
     host: InventoryHost
     ssh: SshTarget
-    #: The local site holding the customer's machines, when it is one (else the fleet on AWS).
-    local: LocalSite | None = None
+    #: What runs the customer's instances: the local machines' site, or AWS.
+    platform: Platform = field(default_factory=AwsPlatform)
 
     @property
     def kind(self) -> str:
-        return "local machine" if self.local is not None else "inventory host"
+        return "local machine" if self.platform.mode == "local" else "inventory host"
 
     @property
     def db(self) -> Database:
@@ -93,7 +94,7 @@ def inventory_site(
     customers: dict[str, Customer],
     inventory_path: Path,
     work_dir: Path,
-    local: LocalSite | None = None,
+    platform: Platform | None = None,
 ) -> Site:
     if not inventory_path.is_file():
         raise SiteError(
@@ -104,7 +105,12 @@ def inventory_site(
     host = _production_host(inventory, customer, inventory_path)
     work_dir.mkdir(parents=True, exist_ok=True)
     known_hosts = write_known_hosts(inventory, work_dir / f"known_hosts-{customer.id}")
-    return Site(customer=customer, host=host, ssh=inventory.target(host, known_hosts), local=local)
+    return Site(
+        customer=customer,
+        host=host,
+        ssh=inventory.target(host, known_hosts),
+        platform=platform or AwsPlatform(),
+    )
 
 
 def resolve_site(
@@ -120,7 +126,11 @@ def resolve_site(
         if found is not None:
             site, machines = found
             return inventory_site(
-                customer, {customer.id: customer}, machines.inventory, work_dir, local=site
+                customer,
+                {customer.id: customer},
+                machines.inventory,
+                work_dir,
+                platform=LocalPlatform(site),
             )
         inventory_path = INVENTORY_FILE
     return inventory_site(customer, customers, inventory_path, work_dir)

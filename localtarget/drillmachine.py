@@ -41,7 +41,6 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
 from pydantic import BaseModel, SecretStr
 
 from dr.host import DEFAULT_DRILL_ROOT, DrillHostSpec
@@ -75,24 +74,7 @@ def short_id(drill_id: str) -> str:
 
 def drill_user_data(hostname: str, ops_public_key: str) -> str:
     """The drill machine's user-data: the operations user only, and no default cluster."""
-    document: dict[str, Any] = {
-        "hostname": hostname,
-        "manage_etc_hosts": True,
-        "disable_root": True,
-        "ssh_pwauth": False,
-        "users": [
-            {
-                "name": policy.OPERATIONS_USER,
-                "shell": "/bin/bash",
-                "lock_passwd": True,
-                "sudo": "ALL=(ALL) NOPASSWD:ALL",
-                "ssh_authorized_keys": [ops_public_key],
-            }
-        ],
-        # The drill starts its own restored cluster; Debian's default one only costs memory.
-        "runcmd": [["systemctl", "disable", "--now", "postgresql"]],
-    }
-    return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
+    return machine.operations_user_data(hostname, policy.OPERATIONS_USER, ops_public_key)
 
 
 class DrillMachineState(BaseModel):

@@ -1,64 +1,20 @@
-"""The local drill sites (:class:`dr.site.DrillSite`), registered by the front doors
-(:func:`register`): ``machines``, the customer's real machines with a drill machine booted from
-its image per drill; ``local``, the host-process stand-in with a fresh sshd host per drill."""
+"""The local drill site (:class:`dr.site.DrillSite`), registered by the front doors
+(:func:`register`): ``machines``, the customer's real machines, with a drill machine booted
+from its image per drill (:mod:`localtarget.drillmachine`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from dr.host import DrillHost, DrillHostSpec, create_local_drill_host
+from dr.host import IMAGE_PG_VERSION, DrillHost, DrillHostSpec
 from dr.plan import DrillRefused
-from dr.site import (
-    STAND_IN_PG_VERSION,
-    DrillHostFactory,
-    DrillSite,
-    Progress,
-    production_from_inventory,
-    register_drill_site,
-)
+from dr.site import DrillSite, Progress, production_from_inventory, register_drill_site
 from erpcloud import policy
 from erpcloud.model import Customer
-from erpcloud.render import HostLayout
 from localtarget import machine, machines
-from localtarget.drillmachine import boot_drill_machine
-from localtarget.instance import local_repos
+from localtarget.drillmachine import boot_drill_machine, teardown_directory
 from localtarget.processes import ServiceError
-from localtarget.target import attach
-
-
-def _fresh_local_drill_host(pg_version: int) -> DrillHostFactory:
-    def make(drill_id: str, progress: Progress) -> DrillHost:
-        progress("a fresh local sshd drill host")
-        spec, host = create_local_drill_host(drill_id)
-        return DrillHost(spec, drill_id, pg_version, local_host=host)
-
-    return make
-
-
-def local_site(
-    customer: Customer, work_dir: Path, drill_host: DrillHostSpec | None = None
-) -> DrillSite:
-    """The customer's running local target (raises if it is not up)."""
-    running = attach(customer)
-    production = production_from_inventory(
-        Path(running.state.inventory),
-        customer,
-        work_dir / "production_known_hosts",
-        pg_version=STAND_IN_PG_VERSION,
-    )
-    return DrillSite(
-        customer=customer,
-        name="local",
-        repos=local_repos(customer, running.aws),
-        s3_env=running.aws.pgbackrest_env(),
-        production=production,
-        reports_client=lambda: running.aws.client("s3", policy.DR_REPORTS_REGION),
-        create_reports_bucket=True,
-        drill_host=drill_host,
-        pg_version=STAND_IN_PG_VERSION,
-        new_drill_host=_fresh_local_drill_host(STAND_IN_PG_VERSION),
-    )
 
 
 def machines_site(
@@ -71,12 +27,11 @@ def machines_site(
     if not state.inventory:
         raise RuntimeError(f"the machines of {customer.id} have no inventory (not up yet?)")
     network = machine.Network(state.network_index)
-    pg_version = HostLayout().pg_version
     production = production_from_inventory(
         Path(state.inventory),
         customer,
         work_dir / "production_known_hosts",
-        pg_version=pg_version,
+        pg_version=IMAGE_PG_VERSION,
     )
 
     def reports_client() -> Any:
@@ -90,7 +45,7 @@ def machines_site(
         return DrillHost(
             spec,
             drill_id,
-            pg_version,
+            IMAGE_PG_VERSION,
             on_teardown=booted.teardown,
             machine_dir=str(booted.directory),
         )
@@ -103,12 +58,11 @@ def machines_site(
         reports_client=reports_client,
         create_reports_bucket=True,
         drill_host=drill_host,
-        pg_version=pg_version,
+        pg_version=IMAGE_PG_VERSION,
         new_drill_host=drill_machine,
     )
 
 
 def register() -> None:
-    """Make ``--site machines`` and ``--site local`` known to the drills."""
-    register_drill_site("machines", machines_site)
-    register_drill_site("local", local_site)
+    """Make ``--site machines`` known to the drills, and how a kept drill machine goes."""
+    register_drill_site("machines", machines_site, made_host_teardown=teardown_directory)

@@ -68,6 +68,29 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def operations_user_data(hostname: str, user: str, public_key: str) -> str:
+    """User-data of a machine that only the provider works on (a drill machine, a runner
+    fleet's host): one key-only login with passwordless sudo (``sudo -n``), and Debian's default
+    cluster disabled (a drill starts its own restored one; a fleet host has none)."""
+    document = {
+        "hostname": hostname,
+        "manage_etc_hosts": True,
+        "disable_root": True,
+        "ssh_pwauth": False,
+        "users": [
+            {
+                "name": user,
+                "shell": "/bin/bash",
+                "lock_passwd": True,
+                "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                "ssh_authorized_keys": [public_key],
+            }
+        ],
+        "runcmd": [["systemctl", "disable", "--now", "postgresql"]],
+    }
+    return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
+
+
 # --- the target's network ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class Network:
@@ -96,11 +119,6 @@ class Network:
     def exists(self) -> bool:
         return _ip("link", "show", self.bridge, check=False).returncode == 0
 
-    def create(self) -> None:
-        _ip("link", "add", self.bridge, "type", "bridge")
-        _ip("addr", "add", f"{self.host_address}/24", "dev", self.bridge)
-        _ip("link", "set", self.bridge, "up")
-
     def remove(self) -> None:
         if self.exists():
             _ip("link", "del", self.bridge)
@@ -114,10 +132,16 @@ def allocate_network() -> Network:
         if name.startswith(BRIDGE_PREFIX) and name[len(BRIDGE_PREFIX) :].isdigit()
     }
     for index in range(MACHINE_NETWORKS.num_addresses // 256):
-        if index not in taken:
-            network = Network(index)
-            network.create()
-            return network
+        if index in taken:
+            continue
+        network = Network(index)
+        # Creating the bridge is the claim: another ``up`` running at the same time may have
+        # taken this index since the listing; then the next one is tried.
+        if _ip("link", "add", network.bridge, "type", "bridge", check=False).returncode != 0:
+            continue
+        _ip("addr", "add", f"{network.host_address}/24", "dev", network.bridge)
+        _ip("link", "set", network.bridge, "up")
+        return network
     raise MachineError("every local machine network is in use")
 
 

@@ -39,15 +39,16 @@ from localtarget import machine
 from localtarget.front import FrontRecord, start_front, stop_front
 from localtarget.image import ImageInfo, build_image, cloud_init_schema_in_image, output_of
 from localtarget.imds import ImdsConfig, add_metadata_address, start_in_netns
-from localtarget.instance import emulator_repos
+from localtarget.keys import generate_keypair
 from localtarget.processes import STATE_BASE, ServiceError, pid_alive, stop_pid
 from localtarget.provision import ProvisionReport, provision_from_plan
 from localtarget.s3 import LocalAws
-from localtarget.sshhost import generate_keypair
-from localtarget.target import local_secret_values
+from localtarget.secrets import local_secret_values, referenced_secrets
 from stacks.plan import plan_customer
 
 MACHINES_BASE: Final = STATE_BASE / "machines"
+#: The local support CA (P5), beside the operations key: each target has its own.
+SUPPORT_CA_FILE: Final = "support-ca"
 STATE_FILE: Final = "state.json"
 #: The operations login on the machines, as on AWS (policy.OPERATIONS_USER).
 BOOT_TIMEOUT_SECONDS: Final = 240.0
@@ -80,6 +81,11 @@ class MachineSetState(BaseModel):
     def network(self) -> machine.Network:
         return machine.Network(self.network_index)
 
+    @property
+    def support_ca_key(self) -> Path:
+        """The local support CA's private key (P5: `erpcloud support grant` signs with it)."""
+        return Path(self.ops_key).parent / SUPPORT_CA_FILE
+
     def rendered_user_data(self, customer: Customer, environment: Environment) -> str:
         """The user-data this target gave the machine (rendered again from the same inputs)."""
         ops_public = Path(f"{self.ops_key}.pub").read_text().strip()
@@ -89,6 +95,7 @@ class MachineSetState(BaseModel):
             HostLayout(),
             ops_keys=(ops_public,),
             repos=machine_repos(customer, self.network.host_address, self.aws_tls_port),
+            support_ca=Path(f"{self.support_ca_key}.pub").read_text().strip(),
         )
 
     def aws_client(self, service: str, region: str) -> Any:
@@ -127,7 +134,21 @@ def machine_name(customer: Customer, environment: Environment) -> str:
 def machine_repos(customer: Customer, endpoint: str, port: int) -> tuple[S3Repo, S3Repo]:
     """The two repositories (S6) on the emulator's TLS front at ``endpoint:port``, signed with
     the instance role (``auto``: IMDSv2, as on EC2)."""
-    return emulator_repos(customer, endpoint, port, key_type="auto")
+    primary, copy = customer.backup_bucket_names
+
+    def repo(index: int, bucket: str, region: str) -> S3Repo:
+        return S3Repo(
+            index=index,
+            bucket=bucket,
+            region=region,
+            endpoint=endpoint,
+            port=port,
+            verify_tls=False,  # the emulator's throwaway certificate
+            uri_style="path",
+            key_type="auto",
+        )
+
+    return repo(1, primary, customer.region), repo(2, copy, customer.backup_copy_region)
 
 
 #: Where the machines find the emulator's TLS certificate (the local site's CA bundle).
@@ -259,10 +280,16 @@ def up(
         started.aws = aws
         aws.start()
         provisioned = provision_from_plan(
-            plan_customer(customer), aws, local_secret_values(customer)
+            plan_customer(customer),
+            aws,
+            local_secret_values(customer),
+            referenced_secrets(customer),
         )
         ops_key = root / "ops" / "id_ed25519"
         ops_public = generate_keypair(ops_key, f"erpcloud local operations key for {customer.id}")
+        support_ca = generate_keypair(
+            ops_key.parent / SUPPORT_CA_FILE, f"erpcloud local support CA for {customer.id}"
+        )
         known_hosts = root / "ops" / "known_hosts"
         known_hosts.write_text("")
         ca_pem = (aws.root / "tls" / "s3-tls.crt").read_text()
@@ -279,6 +306,7 @@ def up(
                     HostLayout(),
                     ops_keys=(ops_public,),
                     repos=machine_repos(customer, aws.tls_host, aws.tls_port),
+                    support_ca=support_ca,
                 ),
                 network=started.network,
                 slot=slot,

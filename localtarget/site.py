@@ -36,6 +36,7 @@ class MachinesSite:
             inventory=Path(state.inventory),
             ssh_key_file=state.ops_key,
             running=running,
+            support_ca_key=str(state.support_ca_key),
         )
 
     def aws_client(self, customer_id: str, service: str, region: str) -> Any:

@@ -14,7 +14,7 @@ from functools import cache
 from typing import Any, Final
 
 from erpcloud import policy
-from erpcloud.model import Customer
+from erpcloud.model import Customer, source_address_counts
 from stacks.blocks.iam import RESOURCELESS_ACTIONS
 from stacks.plan import Plan, PlannedResource, iter_inputs
 from stacks.spec import REQUIRED_TAGS
@@ -91,6 +91,32 @@ def check_forbidden_ports(plan: Plan, _customer: Customer) -> list[str]:
     return found
 
 
+def check_ssh_sources(plan: Plan, customer: Customer) -> list[str]:
+    """S4: the union of the sources each security group admits to SSH stays within the
+    customer's allowance, the same rule as the model's (:func:`source_address_counts`): rules
+    that are each narrow but together cover half the Internet count as what they add up to."""
+    sources: dict[str, list[str]] = {}
+    for rule in plan.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"):
+        ports = _port_range(rule.inputs)
+        if ports is None or not ports[0] <= policy.SSH_PORT <= ports[1]:
+            continue
+        group = str(rule.inputs.get("securityGroupId"))
+        for key in ("cidrIpv4", "cidrIpv6"):
+            if isinstance(rule.inputs.get(key), str):
+                sources.setdefault(group, []).append(rule.inputs[key])
+    if customer.ssh.allow_any_source:
+        return []
+    found = []
+    for group, cidrs in sources.items():
+        for version, covered in source_address_counts(cidrs).items():
+            if covered > policy.MAX_SSH_SOURCE_ADDRESSES[version]:
+                found.append(
+                    f"security group {group}: SSH open to {covered} IPv{version} addresses "
+                    f"({', '.join(cidrs)}), more than S4 allows without allow_any_source"
+                )
+    return found
+
+
 def check_encryption(plan: Plan, _customer: Customer) -> list[str]:
     """S1/S6: every volume and bucket encrypted with a customer KMS key."""
     found = []
@@ -135,7 +161,29 @@ def check_encryption(plan: Plan, _customer: Customer) -> list[str]:
         ):
             if needed not in settings:
                 found.append(f"bucket {name}: no {promise} (S6)")
+    for group in plan.of_type("aws:cloudwatch/logGroup:LogGroup"):
+        if not group.inputs.get("kmsKeyId"):
+            found.append(f"{group.name}: log group not encrypted with a customer key (S5)")
+    for topic in plan.of_type("aws:sns/topic:Topic"):
+        if not topic.inputs.get("kmsMasterKeyId"):
+            found.append(f"{topic.name}: topic not encrypted with a customer key (S5)")
+    for key in plan.of_type("aws:kms/key:Key"):
+        found += [f"{key.name}: {problem}" for problem in key_policy_problems(key)]
     return found
+
+
+def key_policy_problems(key: PlannedResource) -> list[str]:
+    """An explicit key policy (not AWS's default), and no principal ``*`` in it (issue 13)."""
+    text = key.inputs.get("policy")
+    if not isinstance(text, str):
+        return ["no explicit key policy (S1)"]
+    problems = []
+    for statement in _statements(json.loads(text)):
+        principal = statement.get("Principal")
+        values = principal.values() if isinstance(principal, dict) else [principal]
+        if any(v == "*" or (isinstance(v, list) and "*" in v) for v in values):
+            problems.append(f"key policy {statement.get('Sid')}: principal * (S1)")
+    return problems
 
 
 def _statements(document: dict[str, Any]) -> list[dict[str, Any]]:
@@ -263,6 +311,7 @@ def check_test_environment(plan: Plan, _customer: Customer) -> list[str]:
 
 CHECKS: Final[tuple[Check, ...]] = (
     check_forbidden_ports,
+    check_ssh_sources,
     check_encryption,
     check_least_privilege,
     check_tags,

@@ -344,6 +344,13 @@ def _existing_secret(args: dict[str, Any], region: str) -> dict[str, Any]:
     return {"id": arn, "arn": arn, "name": name}
 
 
+def _existing_secret_version(args: dict[str, Any], region: str) -> dict[str, Any]:
+    """An existing secret's value, as the deployer reads it: a recognisable placeholder (the
+    recording never holds a real secret)."""
+    answer = _existing_secret({"name": args.get("secretId", "")}, region)
+    return {**answer, "secretId": args.get("secretId"), "secretString": "EXISTING-SECRET-VALUE"}
+
+
 def _caller_identity(_args: dict[str, Any], _region: str) -> dict[str, Any]:
     return {
         "id": ACCOUNT_ID,
@@ -359,6 +366,7 @@ PROGRAM_INVOKES: Final[Mapping[str, InvokeAnswer]] = {
     "aws:ec2/getAmi:getAmi": _product_ami,
     "aws:route53/getZone:getZone": _hosted_zone,
     "aws:secretsmanager/getSecret:getSecret": _existing_secret,
+    "aws:secretsmanager/getSecretVersion:getSecretVersion": _existing_secret_version,
     "aws:index/getCallerIdentity:getCallerIdentity": _caller_identity,
 }
 

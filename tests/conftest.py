@@ -1,15 +1,15 @@
 """Shared fixtures: sample customers, and the real local servers (started once, stopped by PID).
 
-Servers are session-scoped: moto with stunnel in front, and factories for PostgreSQL clusters
-(run as ``postgres``) and sshd hosts. Each is stopped in the fixture's finalizer, which pytest
-runs also when a test fails.
+Servers are session-scoped: moto with stunnel in front, and a factory for private PostgreSQL
+clusters on the host (run as ``postgres``: a customer's on-premises server in the move-in
+tests, the stand-in product's own database). Each is stopped in the fixture's finalizer, which
+pytest runs also when a test fails. Machines are booted by the modules that need them.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +23,6 @@ from erpcloud.model import Customer
 from localtarget.postgres import PostgresCluster
 from localtarget.processes import make_state_root
 from localtarget.s3 import LocalAws
-from localtarget.sshhost import HostUser, SshHost, generate_keypair
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CUSTOMERS = REPO_ROOT / "customers"
@@ -96,34 +95,16 @@ def pg_cluster_factory(state_root: Path) -> Iterator[Callable[..., PostgresClust
             cluster.stop()
 
 
-@pytest.fixture(scope="session")
-def client_key(state_root: Path) -> tuple[Path, str]:
-    """The key pair the tests' SSH client (the Fabric runner) logs in with."""
-    path = state_root / "client" / "id_ed25519"
-    return path, generate_keypair(path, "erpcloud-tests")
-
-
-@pytest.fixture(scope="session")
-def ssh_host_factory(
-    state_root: Path, client_key: tuple[Path, str]
-) -> Iterator[Callable[..., SshHost]]:
-    """Make sshd hosts on loopback, each with its own host key, user and state folder."""
-    hosts: list[SshHost] = []
-    counter = itertools.count()
-    tag = f"{os.getpid() % 10000}"
-
-    def make(name: str | None = None, sudo: bool = True) -> SshHost:
-        index = next(counter)
-        host_name = name or f"host{index}"
-        user = HostUser(f"erpt{tag}h{index}", (client_key[1],), sudo=sudo)
-        host = SshHost(host_name, state_root / f"ssh-{index}", [user])
-        hosts.append(host)
-        host.setup()
-        host.start()
-        return host
-
-    try:
-        yield make
-    finally:
-        for host in hosts:
-            host.remove()
+def copy_sample(directory: Path, sample: str, customer_id: str, **changes: Any) -> Customer:
+    """A sample customer under an id and prefix of its own, so that its state folder, machine
+    names and buckets are its module's alone; ``changes`` replace top-level sections' keys."""
+    document = yaml.safe_load((CUSTOMERS / f"{sample}.yaml").read_text())
+    document["id"] = customer_id
+    document["prefix"] = customer_id.replace("-", "")
+    for section, values in changes.items():
+        document.setdefault(section, {}).update(values)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{customer_id}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    fleet = load_fleet(directory)
+    assert fleet.ok, fleet.errors
+    return fleet.customers[customer_id]

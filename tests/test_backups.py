@@ -1,7 +1,7 @@
 """Backups as plain Python (S6, S7): WAL arithmetic, the gap check's verdicts, retention plans and
-the schedule, on data shaped exactly like pgBackRest 2.45's JSON; the schedule is checked against
-systemd's own calendar arithmetic on the rendered timers. The real components are exercised in
-``test_backups_services.py``.
+the schedule, on data shaped exactly like pgBackRest's JSON; the schedule is checked against
+systemd's own calendar arithmetic on the rendered timers. The real components (on machines) are
+exercised in ``test_backups_machines.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from backups.gapcheck import (
     parse_archive_listing,
 )
 from backups.info import BackupSet, BackupType, Repository, parse_info
-from backups.retention import RetentionRefused, audit, check_retention, plan_expiry
+from backups.retention import RetentionRefused, check_retention, plan_expiry
 from backups.schedule import nightly_backups, restorable_days, scheduled_type, start_of
 from backups.targets import BackupTarget
 from backups.wal import (
@@ -45,6 +45,7 @@ from backups.wal import (
     timeline_path,
 )
 from erpcloud import policy
+from erpcloud.audit import audit
 from erpcloud.cli import app
 from erpcloud.model import Customer
 from erpcloud.output import EXIT_FAILED, EXIT_OK, EXIT_WARNING
@@ -681,7 +682,8 @@ def test_the_operations_timer_runs_the_fleet_gap_check_every_interval(tmp_path: 
     interval = policy.WAL_GAP_CHECK_INTERVAL.total_seconds()
     assert f"OnUnitActiveSec={interval / 60:.0f}min" in timer
     assert f"TimeoutStartSec={interval:.0f}" in service  # a run never overlaps the next
-    assert f"ExecStart={erpcloud} backup verify-fleet --publish --json" in service
+    # The program's path is one quoted word of the command line (issue 13: encoded for systemd).
+    assert f'ExecStart="{erpcloud}" backup verify-fleet --publish --json' in service
     assert "SuccessExitStatus=3" in service  # a warning is an outcome; a missing segment fails
     relative = CliRunner().invoke(
         app, ["backup", "ops-units", "--out", str(tmp_path / "x"), "--inventory", "inv.yaml"]

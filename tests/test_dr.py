@@ -1,6 +1,6 @@
 """Restore drills as plain Python (S8): planning from a repository's contents, the snapshot's
 output, the drill's own restore_command, drill hosts, reports, history and the rotation, and
-the commands' input checks. The drills themselves run in ``test_dr_services.py``.
+the commands' input checks. The drills themselves run in ``test_dr_machines.py``.
 """
 
 from __future__ import annotations
@@ -405,10 +405,10 @@ def test_cli_history_and_schedule(tmp_path: Path, fleet: dict[str, Customer]):
     assert bad.exit_code == EXIT_BAD_INPUT and "--start" in bad.output
 
 
-# --- the Fabric task's input checks (the drills themselves: test_dr_services.py) -----------------
+# --- the Fabric task's input checks (the drills themselves: test_dr_machines.py) -----------------
 @pytest.fixture(autouse=True)
 def local_drill_sites() -> None:
-    """What the fabfile does for ``fab dr.drill``: the local sites become known."""
+    """What the fabfile does for ``fab dr.drill``: the local site becomes known."""
     drillsite.register()
 
 
@@ -442,7 +442,9 @@ def test_fab_drill_refuses_bad_input_naming_the_option(
     assert not any(tmp_path.glob("*/report.json"))  # refused input runs no drill
 
 
-def test_fab_drill_needs_a_running_local_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_fab_drill_needs_the_customers_machines_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     document = yaml.safe_load((CUSTOMERS / "acme-retail.yaml").read_text())
     document["id"] = "dr-never-up"
     (tmp_path / "customers").mkdir()
@@ -457,4 +459,5 @@ def test_fab_drill_needs_a_running_local_target(tmp_path: Path, capsys: pytest.C
         )
     assert raised.value.code == EXIT_BAD_INPUT
     refused = json.loads(capsys.readouterr().out)
-    assert "no local target for 'dr-never-up'" in refused["error"]
+    # The default site is the machines: none are up for this customer.
+    assert "--site machines: no local machines for 'dr-never-up'" in refused["error"]

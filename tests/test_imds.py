@@ -2,8 +2,9 @@
 
 Each test works in a namespace it creates (``erpt-imds-<random>``) and deletes in a finalizer,
 also on failure; the server is stopped by its PID. The clients are the real ones: botocore's
-credential chain (no credentials in the environment or in files) and pgBackRest 2.45 with
-``repo1-s3-key-type=auto``, run inside the namespace; the protocol checks use urllib there.
+credential chain (no credentials in the environment or in files), run inside the namespace;
+the protocol checks use urllib there. pgBackRest 2.55 signing through it is checked on the
+machines (``tests/test_machines.py``), never with the host's older pgBackRest.
 The host's own namespace must never get 169.254.169.254.
 """
 
@@ -301,46 +302,6 @@ def test_imdsv2_protocol(served: Served) -> None:
     assert r[21][0] == 405
     assert r[22][0] == 200 and r[23][:2] == [200, doc["instance_id"]]
     assert r[25][0] == 401
-
-
-def test_pgbackrest_uses_the_role_credentials(served: Served) -> None:
-    """pgBackRest 2.45, ``repo1-s3-key-type=auto``, no key anywhere: IMDS signs for it."""
-    script = r"""
-import json, os, subprocess, sys
-from pathlib import Path
-import boto3
-from localtarget.s3 import LocalAws
-
-root, region = Path(sys.argv[1]), sys.argv[2]
-aws = LocalAws(root)
-aws.start()
-try:
-    s3 = boto3.client("s3", endpoint_url=aws.endpoint_url, region_name=region)
-    s3.create_bucket(Bucket="imds-probe",
-                     CreateBucketConfiguration={"LocationConstraint": region})
-    s3.put_object(Bucket="imds-probe", Key="repo/probe.txt", Body=b"signed-by-imds")
-    conf = root / "pgbackrest.conf"
-    conf.write_text("")
-    result = subprocess.run(
-        ["pgbackrest", f"--config={conf}", "--repo1-type=s3", "--repo1-s3-bucket=imds-probe",
-         "--repo1-s3-endpoint=127.0.0.1", f"--repo1-storage-port={aws.tls_port}",
-         "--repo1-storage-verify-tls=n", "--repo1-s3-uri-style=path",
-         f"--repo1-s3-region={region}", "--repo1-s3-key-type=auto", "--repo1-path=/repo",
-         "--log-level-file=off", "repo-get", "probe.txt"],
-        capture_output=True, text=True, timeout=120)
-    print(json.dumps({"rc": result.returncode, "out": result.stdout,
-                      "err": result.stderr[-2000:]}))
-finally:
-    aws.stop()
-"""
-    root = served.scratch / "pgbackrest"
-    got = run_in_netns(served.netns, script, str(root), REGION, env=served.env)
-    assert got["rc"] == 0, got["err"]
-    assert got["out"] == "signed-by-imds"
-    log = served.log_path.read_text()
-    # pgBackRest's own requests: the IMDSv2 token, then the role listing without a slash.
-    assert "PUT /latest/api/token 200" in log
-    assert "GET /latest/meta-data/iam/security-credentials 200" in log
 
 
 def test_log_holds_no_secret(served: Served) -> None:

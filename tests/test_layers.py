@@ -1,8 +1,8 @@
-"""Layers that run one way (issue 12, item 5): capabilities never import the local stand-in.
+"""Layers that run one way (issue 12, item 5): capabilities never import the local site.
 
-A ratchet: the capability modules that still import ``localtarget`` are listed here, each
-waiting for the host-process stand-in to go. A new import fails this test; a module that stops
-importing it must leave the list (the test says which), so the list only shrinks.
+Capabilities reach the local machines through the protocols of the base package
+(:mod:`erpcloud.sites`, :mod:`dr.site`'s registry), which the front doors fill in; an import of
+``localtarget`` from a capability, even inside a function, fails here.
 """
 
 from __future__ import annotations
@@ -12,14 +12,7 @@ from pathlib import Path
 
 from .conftest import REPO_ROOT
 
-CAPABILITIES = ("backups", "dr", "lifecycle", "maintenance", "stacks")
-#: Still importing ``localtarget`` (the host-process stand-in serves their tests and
-#: ``--site local`` drills); to be emptied, not extended.
-STILL_IMPORTING = {
-    "backups/pgbackrest.py",
-    "dr/host.py",
-    "maintenance/localfleet.py",
-}
+CAPABILITIES = ("backups", "dr", "lifecycle", "maintenance", "stacks", "support")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -42,12 +35,8 @@ def importing(package_prefix: str) -> set[str]:
     return found
 
 
-def test_capabilities_import_the_local_stand_in_only_where_still_listed():
-    found = importing("localtarget")
-    assert not found - STILL_IMPORTING, f"new imports of localtarget: {found - STILL_IMPORTING}"
-    assert not STILL_IMPORTING - found, (
-        f"no longer importing, drop from the list: {STILL_IMPORTING - found}"
-    )
+def test_no_capability_imports_the_local_site():
+    assert importing("localtarget") == set()
 
 
 def test_lifecycle_reaches_the_local_machines_through_the_site_protocol():

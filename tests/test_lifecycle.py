@@ -22,9 +22,10 @@ from erpcloud.fleet import CustomerFileError, load_fleet
 from erpcloud.model import Customer, Lifecycle, LifecycleState
 from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_WARNING
 from lifecycle.customerfile import LifecycleRefused, replace_block, write_lifecycle
-from lifecycle.due import PURGED, TERMINATED, Due, aws_stop_commands, due_item
+from lifecycle.due import PURGED, TERMINATED, Due, due_item
 from lifecycle.dump import MoveInRefused
 from lifecycle.movein import check_attachments
+from lifecycle.platform import AwsPlatform
 from lifecycle.purge import PurgeRefused, check_purge
 from lifecycle.records import CustomerRecord, Event
 from maintenance.change import load_change
@@ -227,7 +228,9 @@ def test_due_on_aws_stops_through_the_stack_whose_plan_then_stops_the_instances(
     customer = sample_fleet["maison-dupont"]
     end = customer.lifecycle.termination_date
     assert end is not None
-    commands = aws_stop_commands(customer)
+    action = AwsPlatform().stop_instances(customer, lambda _m: None)
+    assert not action.ran and action.label is not None
+    commands = action.commands
     assert commands[0] == "pulumi up --yes --stack maison-dupont"
     assert "instance-stopped" in commands[1] and f"--region {customer.region}" in commands[1]
     assert instance_state_for(customer, end - timedelta(days=1)) == "running"

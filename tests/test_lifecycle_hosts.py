@@ -145,7 +145,10 @@ def site(
 ) -> Site:
     """Found as the commands find it: the local site holds the customer's machines."""
     found = resolve_site(customer, {customer.id: customer}, work_dir=tmp_path_factory.mktemp("s"))
-    assert found.local is not None and found.host.ssh.host == running.machines[PRODUCTION].address
+    assert (
+        found.platform.mode == "local"
+        and found.host.ssh.host == running.machines[PRODUCTION].address
+    )
     return found
 
 

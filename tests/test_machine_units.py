@@ -171,9 +171,7 @@ def test_site_files_name_the_emulator_and_no_secret(tmp_path: Path):
 
 
 @pytest.mark.parametrize("bad", ["../../x", "Acme", "a", "x" * 41, "acme_retail", "-acme"])
-@pytest.mark.parametrize(
-    "command", [["status"], ["down"], ["processes", "status"], ["processes", "down"]]
-)
+@pytest.mark.parametrize("command", [["status"], ["down"]])
 def test_local_commands_refuse_a_bad_id_before_reading_anything(bad, command):
     """An id names a folder: `local down ../../x` must not read or delete outside it (S20)."""
     result = CliRunner().invoke(app, ["local", *command, "--", bad])

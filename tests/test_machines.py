@@ -12,17 +12,20 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import paramiko
 import pytest
 import yaml
+from ssh_audit import exitcodes
 from typer.testing import CliRunner
 
-from erpcloud import policy
+from erpcloud import policy, render
 from erpcloud.cli import app
 from erpcloud.model import Customer, Environment
 from erpcloud.render import render_user_data
@@ -30,6 +33,7 @@ from erpcloud.ssh import HostKeyError, SshTarget, connect, run, run_as_root
 from localtarget import image, machine, machines
 from localtarget.image import cloud_init_schema_in_image, output_of
 from localtarget.machines import MachineSetState
+from support import certs as support_certs
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -82,7 +86,9 @@ def test_sshd_runs_the_stock_config_with_the_rendered_drop_in(booted):
     assert settings["kbdinteractiveauthentication"] == "no"
     assert settings["authenticationmethods"] == "publickey"
     allowed = {line.split(" ", 1)[1] for line in effective if line.startswith("allowusers ")}
-    assert allowed == {u.name for u in customer.ssh.users} | {policy.OPERATIONS_USER}
+    # S4/S20: each customer user from the customer's networks only (user@cidr).
+    assert allowed == set(render.sshd_allow_users(customer))
+    assert f"{customer.ssh.users[0].name}@{customer.ssh.allowed_cidrs[0]}" in allowed
     # SFTP works: the stock file's subsystem, not a second definition (which broke sshd).
     assert settings["subsystem"].startswith("sftp ")
     drop_in = _sh(state, Environment.PRODUCTION, "cat /etc/ssh/sshd_config.d/50-erpcloud.conf")
@@ -93,55 +99,6 @@ def test_sshd_runs_the_stock_config_with_the_rendered_drop_in(booted):
         assert "50-erpcloud.conf" in sftp.listdir("/etc/ssh/sshd_config.d")
     finally:
         connection.close()
-
-
-def _auth_types(address: str, known_hosts: str) -> list[str]:
-    transport = paramiko.Transport((address, 22))
-    try:
-        transport.start_client(timeout=10)
-        try:
-            transport.auth_none("root")
-        except paramiko.BadAuthenticationType as exc:
-            return list(exc.allowed_types)
-        return ["none"]
-    finally:
-        transport.close()
-
-
-def test_root_and_password_logins_are_refused(booted):
-    _customer, state = booted
-    record = state.machines[Environment.PRODUCTION]
-    assert _auth_types(record.address, state.known_hosts) == ["publickey"]
-    as_root = SshTarget(record.address, 22, "root", Path(state.ops_key), Path(state.known_hosts))
-    with pytest.raises(paramiko.AuthenticationException):
-        connect(as_root).close()
-    client = paramiko.SSHClient()
-    client.load_host_keys(state.known_hosts)
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    with pytest.raises(paramiko.AuthenticationException):
-        client.connect(
-            record.address,
-            username=policy.OPERATIONS_USER,
-            password="not-a-key",
-            look_for_keys=False,
-            allow_agent=False,
-            timeout=10,
-        )
-    client.close()
-
-
-def test_a_wrong_host_key_is_refused(booted, tmp_path):
-    _customer, state = booted
-    record = state.machines[Environment.PRODUCTION]
-    other = state.machines[Environment.TEST]
-    # The test machine's keys, pinned for the production address: another machine's keys.
-    wrong = tmp_path / "known_hosts"
-    wrong.write_text(
-        "".join(f"{record.address} {' '.join(k.split()[:2])}\n" for k in other.host_keys)
-    )
-    target = SshTarget(record.address, 22, state.ops_user, Path(state.ops_key), wrong)
-    with pytest.raises(HostKeyError, match="host key changed"):
-        connect(target)
 
 
 def test_the_pinned_keys_are_the_keys_the_machine_serves(booted):
@@ -190,6 +147,11 @@ def test_secrets_come_from_secrets_manager_with_the_instance_role(booted):
     password = _sh(state, Environment.PRODUCTION, "cat /etc/erp/db-password", root=True).strip()
     ran = _sh(state, Environment.PRODUCTION, "cat /var/lib/cloud/instance/user-data.txt", root=True)
     assert password and password not in ran
+    # The test environment has secrets of its own (issue 13): another password, its own names.
+    test_password = _sh(state, Environment.TEST, "cat /etc/erp/db-password", root=True).strip()
+    assert test_password and test_password != password
+    fetch = _sh(state, Environment.TEST, "cat /usr/local/lib/erpcloud/fetch-secrets", root=True)
+    assert f"erpcloud/{customer.id}/test/database-password" in fetch
 
 
 def test_wal_reaches_both_repositories_signed_by_the_instance_role(booted):
@@ -371,3 +333,253 @@ def test_each_endpoint_answers_through_the_tls_front_and_nothing_on_80(booted):
         assert sock.connect_ex((state.front.address, 80)) != 0
     with pytest.raises(ssl.SSLError):
         _get_through_front(state, "someone-else.cloud.example.net", "/health")
+
+
+#: Model-valid company names that are hostile to unit files: specifiers, quotes, shell and
+#: template syntax, unicode (issue 13; control characters and backslashes the model refuses).
+HOSTILE_COMPANIES = (
+    'Acme 100%n "Retail" $(id) `id` {{ x }} ; ExecStartPre=+/bin/sh',
+    "Ünïcödé 名前 ☃ %% %i 'single' #not-a-comment",
+)
+
+
+def test_systemd_reads_hostile_values_as_the_values_they_are(booted):
+    """The product unit rendered for hostile company names, loaded by the machine's systemd:
+    its Description is the name, and the unit has no setting the template does not write."""
+    customer, state = booted
+    expected = {}
+    script = []
+    for index, company in enumerate(HOSTILE_COMPANIES):
+        hostile = customer.model_copy(update={"company": company})
+        files = render.host_files(hostile, Environment.PRODUCTION, render.HostLayout())
+        unit = next(f.content for f in files if f.path.endswith("erp-product.service"))
+        name = f"erp-hostile-probe-{index}.service"
+        expected[name] = f"ERP {customer.edition} {customer.product_version} for {company}"
+        script.append(f"printf %s {shlex.quote(unit)} > /run/systemd/system/{name}")
+    script.append("systemctl daemon-reload")
+    try:
+        _sh(state, Environment.TEST, " && ".join(script), root=True)
+        for name, description in expected.items():
+            shown = _sh(
+                state, Environment.TEST, f"systemctl show {name} -p Description -p ExecStartPre"
+            )
+            assert f"Description={description}\n" in shown
+            assert not [line for line in shown.splitlines() if line.startswith("ExecStartPre=")]
+            environment = _sh(state, Environment.TEST, f"systemctl show {name} -p Environment")
+            assert f"ERP_EDITION={customer.edition}" in environment
+    finally:
+        names = " ".join(f"/run/systemd/system/{n}" for n in expected)
+        _sh(state, Environment.TEST, f"rm -f {names} && systemctl daemon-reload", root=True)
+
+
+def test_the_database_password_reaches_no_log_even_with_log_statement_all(booted):
+    """Issue 13 item 4 (S1): the first-boot path sets the product role's password from a SCRAM
+    verifier; run again with every statement logged, and once failing, the clear password is in
+    no server log, no journal, no output. The product still logs in with it afterwards."""
+    customer, state = booted
+    prod = Environment.PRODUCTION
+    password = _sh(state, prod, "cat /etc/erp/db-password", root=True).strip()
+    assert len(password) >= 16
+    psql = "runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d postgres -c"
+    _sh(state, prod, f"{psql} \"ALTER SYSTEM SET log_statement = 'all'\" && {psql} "
+        "'SELECT pg_reload_conf()'", root=True)  # fmt: skip
+    try:
+        outputs = [_sh(state, prod, "/usr/local/lib/erpcloud/fetch-secrets 2>&1", root=True)]
+        # The failure path: the statement is refused (no such role), and logged as an error.
+        _sh(state, prod, f"{psql} 'ALTER ROLE erp RENAME TO erp_away'", root=True)
+        try:
+            connection = connect(state.ssh_target(prod))
+            try:
+                failed = run_as_root(
+                    connection, "/usr/local/lib/erpcloud/fetch-secrets 2>&1", timeout=120
+                )
+            finally:
+                connection.close()
+            assert failed.return_code != 0
+            outputs.append(str(failed.stdout) + str(failed.stderr))
+        finally:
+            _sh(state, prod, f"{psql} 'ALTER ROLE erp_away RENAME TO erp'", root=True)
+        _sh(state, prod, "/usr/local/lib/erpcloud/fetch-secrets", root=True)
+        server_log = _sh(state, prod, "cat /var/log/postgresql/*.log", root=True)
+        assert "ALTER ROLE erp WITH LOGIN PASSWORD 'SCRAM-SHA-256$4096:" in server_log
+        assert 'role "erp" does not exist' in server_log
+        journal = _sh(state, prod, "journalctl -b --no-pager -o cat", root=True)
+        cloud_init = _sh(state, prod, "cat /var/log/cloud-init-output.log", root=True)
+        for text in (server_log, journal, cloud_init, *outputs):
+            assert password not in text
+    finally:
+        _sh(state, prod, f"{psql} 'ALTER SYSTEM RESET log_statement' && {psql} "
+            "'SELECT pg_reload_conf()'", root=True)  # fmt: skip
+    # The verifier is the password's: the product logs in with the clear one from its file.
+    _sh(state, prod, "systemctl restart erp-product", root=True)
+    health = _sh(state, prod, f"curl -skf --retry 10 --retry-all-errors --retry-delay 1 "
+                 f"https://127.0.0.1:{policy.APP_PORT}/health")  # fmt: skip
+    assert json.loads(health)["version"] == customer.product_version
+
+
+def test_customer_users_are_not_root_but_may_restart_the_product(booted):
+    """S4/S16, issue 13 item 8: sudo's own view of the customer's users on the machine."""
+    customer, state = booted
+    assert "parsed OK" in _sh(state, Environment.PRODUCTION, "visudo -c", root=True)
+    for user in customer.ssh.users:
+        allowed = _sh(state, Environment.PRODUCTION, f"sudo -l -U {user.name}", root=True)
+        commands = [line.strip() for line in allowed.splitlines() if "NOPASSWD" in line]
+        assert commands == ["(root) NOPASSWD: /usr/bin/systemctl restart erp-product.service"]
+        groups = _sh(state, Environment.PRODUCTION, f"id -nG {user.name}").split()
+        assert "systemd-journal" in groups and "sudo" not in groups
+
+
+# --- refusals last: OpenSSH 10 penalises a source's failed logins (PerSourcePenalties), so
+# they go to the test machine, after everything else that logs in there.
+def _auth_types(address: str, known_hosts: str) -> list[str]:
+    transport = paramiko.Transport((address, 22))
+    try:
+        transport.start_client(timeout=10)
+        try:
+            transport.auth_none("root")
+        except paramiko.BadAuthenticationType as exc:
+            return list(exc.allowed_types)
+        return ["none"]
+    finally:
+        transport.close()
+
+
+def test_root_and_password_logins_are_refused(booted):
+    _customer, state = booted
+    record = state.machines[Environment.TEST]
+    assert _auth_types(record.address, state.known_hosts) == ["publickey"]
+    as_root = SshTarget(record.address, 22, "root", Path(state.ops_key), Path(state.known_hosts))
+    with pytest.raises(paramiko.AuthenticationException):
+        connect(as_root).close()
+    client = paramiko.SSHClient()
+    client.load_host_keys(state.known_hosts)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    with pytest.raises(paramiko.AuthenticationException):
+        client.connect(
+            record.address,
+            username=policy.OPERATIONS_USER,
+            password="not-a-key",
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=10,
+        )
+    client.close()
+
+
+def test_a_wrong_host_key_is_refused(booted, tmp_path):
+    _customer, state = booted
+    record = state.machines[Environment.TEST]
+    other = state.machines[Environment.PRODUCTION]
+    # Production's keys, pinned for the test machine's address: another machine's keys.
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(
+        "".join(f"{record.address} {' '.join(k.split()[:2])}\n" for k in other.host_keys)
+    )
+    target = SshTarget(record.address, 22, state.ops_user, Path(state.ops_key), wrong)
+    with pytest.raises(HostKeyError, match="host key changed"):
+        connect(target)
+
+
+def _support_login(state: MachineSetState, key: Path, certificate: Path) -> str:
+    """Log in as the support user with a certificate (host key pinned); ``id -un``."""
+    pkey = paramiko.Ed25519Key.from_private_key_file(str(key))
+    pkey.load_certificate(str(certificate))
+    client = paramiko.SSHClient()
+    client.load_host_keys(state.known_hosts)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        client.connect(
+            state.machines[Environment.PRODUCTION].address, username=policy.SUPPORT_USER,
+            pkey=pkey, look_for_keys=False, allow_agent=False, timeout=10,
+        )  # fmt: skip
+        _in, out, _err = client.exec_command("id -un; sudo -n true && echo ROOT", timeout=30)
+        out.channel.shutdown_write()
+        return str(out.read().decode())
+    finally:
+        client.close()
+
+
+def test_support_access_by_certificate_expires_and_can_be_revoked(booted, tmp_path, monkeypatch):
+    """P5, issue 13 item 7: a grant works inside its validity as the support user (not root);
+    a certificate for another customer's principal, an expired one and a revoked key are each
+    refused by the machine's sshd; grants and revocations are audited."""
+    customer, state = booted
+    audit_log = tmp_path / "audit.jsonl"
+    monkeypatch.setenv("ERPCLOUD_AUDIT_LOG", str(audit_log))
+    key = tmp_path / "engineer"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    runner = CliRunner()
+    granted = runner.invoke(
+        app,
+        ["support", "grant", customer.id, "--engineer", "jdoe", "--hours", "2",
+         "--reason", "ticket 4711: slow reports", "--key-file", f"{key}.pub", "--json"],
+    )  # fmt: skip
+    assert granted.exit_code == 0, granted.output
+    certificate = Path(json.loads(granted.output)["certificate"])
+    assert _support_login(state, key, certificate).split() == [policy.SUPPORT_USER]  # no ROOT
+    journal = _sh(state, Environment.PRODUCTION, "journalctl -u ssh --no-pager -o cat", root=True)
+    assert "support:" + customer.id + ":jdoe:" in journal  # the certificate's id, logged
+
+    ca = Path(state.ops_key).parent / "support-ca"
+    elsewhere = support_certs.grant(
+        "another-customer", "jdoe", Path(f"{key}.pub"), ca, "test", timedelta(hours=1),
+        tmp_path / "elsewhere-cert.pub",
+    )  # fmt: skip
+    with pytest.raises(paramiko.AuthenticationException):
+        _support_login(state, key, elsewhere.certificate)
+    short = support_certs.grant(
+        customer.id, "jdoe", Path(f"{key}.pub"), ca, "test", timedelta(seconds=2),
+        tmp_path / "short-cert.pub",
+    )  # fmt: skip
+    time.sleep(3)
+    with pytest.raises(paramiko.AuthenticationException):
+        _support_login(state, key, short.certificate)
+
+    revoked = runner.invoke(
+        app,
+        ["support", "revoke", customer.id, "--cert", str(certificate), "--reason", "done",
+         "--json"],
+    )  # fmt: skip
+    assert revoked.exit_code == 0, revoked.output
+    assert set(json.loads(revoked.output)["hosts"].values()) == {"revoked"}
+    with pytest.raises(paramiko.AuthenticationException):
+        _support_login(state, key, certificate)
+    actions = [json.loads(line)["action"] for line in audit_log.read_text().splitlines()]
+    assert actions == ["support.grant", "support.revoke"]
+
+
+def test_sshd_is_hardened_and_a_peer_auditor_finds_no_failure(booted):
+    """Issue 13 item 6 (S4): the policy's algorithms and limits are what sshd runs with, and
+    ssh-audit, run against the machine's real sshd, reports no failure."""
+    _customer, state = booted
+    effective = _sh(state, Environment.PRODUCTION, "sshd -T", root=True).lower().splitlines()
+    settings = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in effective if " " in line}
+    assert settings["kexalgorithms"] == ",".join(policy.SSH_KEX_ALGORITHMS)
+    assert settings["ciphers"] == ",".join(policy.SSH_CIPHERS)
+    assert settings["macs"] == ",".join(policy.SSH_MACS)
+    assert settings["loglevel"] == "verbose"
+    assert settings["maxauthtries"] == str(policy.SSH_MAX_AUTH_TRIES)
+    assert settings["logingracetime"] == str(policy.SSH_LOGIN_GRACE_SECONDS)
+    for forwarding in ("allowagentforwarding", "allowtcpforwarding", "x11forwarding"):
+        assert settings[forwarding] == "no", forwarding
+    # LogLevel VERBOSE: the key a login used is in the journal.
+    journal = _sh(state, Environment.PRODUCTION, "journalctl -u ssh --no-pager -o cat", root=True)
+    assert "Accepted publickey for" in journal and "SHA256:" in journal
+    # Last in the module: OpenSSH 10 penalises a source whose connections never log in
+    # (PerSourcePenalties), which is what an auditor's probes are.
+    address = state.machines[Environment.PRODUCTION].address
+    audit = subprocess.run(
+        [str(Path(sys.executable).parent / "ssh-audit"), "--json", "--timeout=10", address],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    report = json.loads(audit.stdout)
+    failures = [
+        (kind, entry["algorithm"], note)
+        for kind in ("kex", "key", "enc", "mac")
+        for entry in report.get(kind, [])
+        for note in entry.get("notes", {}).get("fail", [])
+    ]
+    assert failures == [], failures
+    # Warnings only: curve25519 and DH group 16/18 stay for clients without post-quantum key
+    # exchange (older WinSCP, PuTTY); ssh-audit warns that they are not post-quantum.
+    assert audit.returncode in (exitcodes.GOOD, exitcodes.WARNING), audit.stdout[-2000:]

@@ -1,14 +1,19 @@
-"""Database pre-checks and steps against a real PostgreSQL 15 cluster and real pgBackRest.
+"""Database pre-checks and steps on a customer's real machines: PostgreSQL 17, pgBackRest 2.55.
 
-One cluster archives through pgBackRest into a repository on the local disk (a posix repository:
-what is checked here is the runner's use of ``pgbackrest info`` and ``backup`` on the host, not
-S3, which the backup tests cover). The runner reaches it over a loopback sshd host.
+lakeside-outfitters' production and test machines, booted once for the module from the
+customer's image (:func:`localtarget.machines.up`, under an id of this module's own). Production
+archives through pgBackRest into its own two S3 repositories (the emulator, signed by the
+instance role); the test environment has a database and no backups (S9). The runner reaches
+them through the machines' inventory, as written by ``up`` (real addresses, port 22, the
+production layout, host keys from the console); every pgBackRest and psql command here runs on
+a machine.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -18,91 +23,69 @@ import pytest
 import yaml
 
 from erpcloud.model import Customer, Environment
-from localtarget.postgres import PostgresCluster, chown_to_postgres, run_as_postgres
-from localtarget.processes import free_port
-from localtarget.sshhost import SshHost
+from erpcloud.render import HostLayout
+from localtarget import machines
+from localtarget.machines import MachineSetState
+from localtarget.onmachine import as_root, psql
 from maintenance.change import load_change
 from maintenance.inventory import load_inventory
-from maintenance.localfleet import LocalHost, write_inventory
 from maintenance.records import CheckStatus, HostStatus, RunStore
 from maintenance.rules import check_change
 from maintenance.runner import RunInputs, RunOptions, apply_change, utc_now
 
-pytestmark = pytest.mark.services
+from .conftest import copy_sample
 
-STANZA = "lakeside-outfitters"
+pytestmark = [pytest.mark.services, pytest.mark.timeout(900)]
+
+TAG = os.getpid() % 100000
+LAYOUT = HostLayout()
+#: A port on the production machine where no PostgreSQL listens: its database "is down".
+DEAD_PORT = 5499
 
 
 @dataclass
-class DbHost:
-    host: SshHost
-    cluster: PostgresCluster
-    pgbackrest_config: Path
+class Booted:
+    customer: Customer
+    customers: dict[str, Customer]
+    state: MachineSetState
 
-    def db(self, stanza: str | None = STANZA) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "port": self.cluster.port,
-            "socket_dir": str(self.cluster.socket_dir),
-            "conf_d": str(self.cluster.conf_d),
-            "pgbackrest_config": str(self.pgbackrest_config),
-        }
-        if stanza:
-            entry["stanza"] = stanza
-        return entry
+    @property
+    def production(self) -> str:
+        return f"{self.customer.id}-production"
+
+    @property
+    def test(self) -> str:
+        return f"{self.customer.id}-test"
 
     def backups(self) -> list[dict[str, Any]]:
-        result = run_as_postgres(
-            [
-                "pgbackrest",
-                f"--config={self.pgbackrest_config}",
-                f"--stanza={STANZA}",
-                "--output=json",
-                "info",
-            ]
+        """The production stanza's backups in both repositories (``pgbackrest info``)."""
+        out = as_root(
+            self.state,
+            Environment.PRODUCTION,
+            f"cd / && runuser -u postgres -- pgbackrest --config={LAYOUT.pgbackrest_config} "
+            f"--stanza={self.customer.stanza} --output=json info",
         )
-        backups: list[dict[str, Any]] = json.loads(result.stdout)[0]["backup"]
+        backups: list[dict[str, Any]] = json.loads(out)[0]["backup"]
         return backups
+
+    def setting(self, environment: Environment, sql: str) -> str:
+        return psql(self.state, environment, sql, dbname="postgres")
+
+    def conf_fragment(self, environment: Environment, name: str) -> str | None:
+        path = f"{LAYOUT.conf_d}/60-erpcloud-{name}.conf"
+        out = as_root(self.state, environment, f"if [ -f {path} ]; then echo y; cat {path}; fi")
+        return out[2:] if out.startswith("y\n") else None
 
 
 @pytest.fixture(scope="module")
-def db_host(
-    ssh_host_factory: Callable[..., SshHost],
-    pg_cluster_factory: Callable[..., PostgresCluster],
-) -> DbHost:
-    host = ssh_host_factory("db-prod")
-    cluster = pg_cluster_factory(start=False)
-    base = cluster.root / "pgbackrest"
-    for folder in (base, base / "repo", base / "log", base / "lock"):
-        folder.mkdir(exist_ok=True)
-        chown_to_postgres(folder)
-    config = base / "pgbackrest.conf"
-    config.write_text(
-        "\n".join(
-            [
-                "[global]",
-                f"repo1-path={base / 'repo'}",
-                "repo1-retention-full=2",
-                f"log-path={base / 'log'}",
-                f"lock-path={base / 'lock'}",
-                "start-fast=y",
-                "log-level-console=warn",
-                f"[{STANZA}]",
-                f"pg1-path={cluster.data_dir}",
-                f"pg1-port={cluster.port}",
-                f"pg1-socket-path={cluster.socket_dir}",
-                "",
-            ]
-        )
-    )
-    chown_to_postgres(config)
-    cluster.write_conf(
-        "90-archive.conf",
-        "archive_mode = on\n"
-        f"archive_command = 'pgbackrest --config={config} --stanza={STANZA} archive-push %p'\n",
-    )
-    cluster.start()
-    run_as_postgres(["pgbackrest", f"--config={config}", f"--stanza={STANZA}", "stanza-create"])
-    return DbHost(host, cluster, config)
+def booted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Booted]:
+    customers_dir = tmp_path_factory.mktemp("mdb-customers")
+    customer = copy_sample(customers_dir, "lakeside-outfitters", f"mdb-{TAG}")
+    state = machines.up(customer)  # all or nothing: on failure nothing is left to take down
+    try:
+        yield Booted(customer, {customer.id: customer}, state)
+    finally:
+        machines.down(customer.id)
 
 
 def emergency_change(
@@ -132,117 +115,117 @@ def emergency_change(
     return path
 
 
-def inputs_for(
-    tmp_path: Path, change: Path, hosts: list[LocalHost], customers: dict[str, Customer], key: Path
-) -> RunInputs:
-    inventory = write_inventory(tmp_path / "inventory.yaml", hosts, key)
+def machines_inventory(
+    booted: Booted, path: Path, names: list[str], db_port: dict[str, int] | None = None
+) -> Path:
+    """The inventory ``up`` wrote, with the hosts ``names`` only and any database ports moved."""
+    document = yaml.safe_load(Path(booted.state.inventory).read_text())
+    hosts = [h for h in document["hosts"] if h["name"] in names]
+    for host in hosts:
+        if host["name"] in (db_port or {}):
+            host["db"]["port"] = (db_port or {})[host["name"]]
+    document["hosts"] = sorted(hosts, key=lambda h: names.index(h["name"]))
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def inputs_for(tmp_path: Path, change: Path, inventory: Path, booted: Booted) -> RunInputs:
     store = RunStore(tmp_path / "runs")
     return RunInputs(
-        check=check_change(load_change(change), customers, [], store),
-        inventory=load_inventory(inventory, customers),
-        customers=customers,
+        check=check_change(load_change(change), booted.customers, [], store),
+        inventory=load_inventory(inventory, booted.customers),
+        customers=booted.customers,
         store=store,
         notices_dir=tmp_path / "notices",
-        step_timeout=120,
+        step_timeout=300,
     )
 
 
-def test_risky_step_takes_a_backup_first_then_finds_it_recent(
-    tmp_path: Path,
-    db_host: DbHost,
-    sample_fleet: dict[str, Customer],
-    client_key: tuple[Path, str],
-):
-    root = db_host.host.state_dir / "risky"
-    root.mkdir()
-    host = LocalHost(
-        db_host.host, "lakeside-outfitters", Environment.PRODUCTION, root, db=db_host.db()
-    )
+def test_risky_step_takes_a_backup_first_then_finds_it_recent(tmp_path: Path, booted: Booted):
+    inventory = machines_inventory(booted, tmp_path / "inventory.yaml", [booted.production])
+    entry = yaml.safe_load(inventory.read_text())["hosts"][0]
+    assert entry["host_root"] == "/" and entry["db"]["stanza"] == booted.customer.stanza
     change = emergency_change(
         tmp_path,
         "emergency-work-mem",
         [{"op": "postgres_setting", "args": {"name": "work_mem", "value": "6MB"}}],
-        customers=["lakeside-outfitters"],
+        customers=[booted.customer.id],
         environments=["production"],
     )
-    assert db_host.backups() == []
+    assert booted.backups() == []  # the stanza exists (cloud-init), no backup yet
 
-    first = apply_change(
-        inputs_for(tmp_path, change, [host], sample_fleet, client_key[0]), RunOptions()
-    )
+    first = apply_change(inputs_for(tmp_path, change, inventory, booted), RunOptions())
 
-    record = first.hosts["lakeside-outfitters-production"]
+    record = first.hosts[booted.production]
     assert record.status is HostStatus.DONE, record.error
     checks = [(c.name, c.status) for c in record.prechecks]
     assert ("postgresql", CheckStatus.OK) in checks
     assert ("backup", CheckStatus.WARNING) in checks  # none yet, and the step is risky...
     assert ("backup", CheckStatus.TAKEN) in checks  # ...so one was taken first (S6)
-    assert len(db_host.backups()) == 1
-    assert db_host.cluster.psql("show work_mem") == "6MB"
-    fragment = db_host.cluster.conf_d / "60-erpcloud-work_mem.conf"
-    assert fragment.read_text() == "work_mem = '6MB'\n"
+    taken = booted.backups()
+    assert len(taken) == 1 and taken[0]["type"] == "full"  # the first one is a full
+    assert booted.setting(Environment.PRODUCTION, "show work_mem") == "6MB"
+    fragment = booted.conf_fragment(Environment.PRODUCTION, "work_mem")
+    assert fragment == "work_mem = '6MB'\n"
     assert [s.status for s in record.steps] == ["applied"]
 
-    second = apply_change(
-        inputs_for(tmp_path, change, [host], sample_fleet, client_key[0]), RunOptions()
-    )
-    again = second.hosts["lakeside-outfitters-production"]
+    second = apply_change(inputs_for(tmp_path, change, inventory, booted), RunOptions())
+    again = second.hosts[booted.production]
     backup = next(c for c in again.prechecks if c.name == "backup")
     assert backup.status is CheckStatus.OK and "old" in backup.detail
-    assert len(db_host.backups()) == 1  # a recent good backup: none taken
+    assert taken[0]["label"] in backup.detail  # the backup pgBackRest on the machine lists
+    assert len(booted.backups()) == 1  # a recent good backup: none taken
     assert [s.status for s in again.steps] == ["already"]
 
 
 def test_prechecks_without_backups_or_database_and_a_refused_setting_rolled_back(
-    tmp_path: Path,
-    db_host: DbHost,
-    ssh_host_factory: Callable[..., SshHost],
-    sample_fleet: dict[str, Customer],
-    client_key: tuple[Path, str],
+    tmp_path: Path, booted: Booted
 ):
-    test_root = db_host.host.state_dir / "test-env"
-    test_root.mkdir()
-    down_host = ssh_host_factory("db-down")
-    down_root = down_host.state_dir / "down"
-    down_root.mkdir()
-    dead = {"port": free_port(), "socket_dir": str(db_host.cluster.socket_dir)}
-    hosts = [
-        LocalHost(
-            db_host.host, "northwind-trading", Environment.TEST, test_root, db=db_host.db(None)
-        ),
-        LocalHost(down_host, "northwind-trading", Environment.PRODUCTION, down_root, db=dead),
-    ]
+    # The canary is the test machine (a database, no backups: S9); production's database is
+    # "down": the inventory names a port where nothing listens.
+    inventory = machines_inventory(
+        booted,
+        tmp_path / "inventory.yaml",
+        [booted.test, booted.production],
+        db_port={booted.production: DEAD_PORT},
+    )
     change = emergency_change(
         tmp_path,
         "emergency-shared-buffers",
         [{"op": "postgres_setting", "args": {"name": "shared_buffers", "value": "256MB"}}],
-        customers=["northwind-trading"],
+        customers=[booted.customer.id],
     )
-    state = apply_change(
-        inputs_for(tmp_path, change, hosts, sample_fleet, client_key[0]),
-        RunOptions(max_errors=2),
-    )
-    canary = state.hosts["northwind-trading-test"]
+    state = apply_change(inputs_for(tmp_path, change, inventory, booted), RunOptions(max_errors=2))
+    canary = state.hosts[booted.test]
+    assert ("postgresql", CheckStatus.OK) in [(c.name, c.status) for c in canary.prechecks]
     backup = next(c for c in canary.prechecks if c.name == "backup")
     assert backup.status is CheckStatus.NOT_APPLICABLE and "S9" in backup.detail
     # shared_buffers needs a restart, which a maintenance step never does: refused, rolled back.
     assert canary.status is HostStatus.FAILED and "needs a restart" in canary.error
     assert canary.rollbacks and canary.rollbacks[0].ok
-    assert not (db_host.cluster.conf_d / "60-erpcloud-shared_buffers.conf").exists()
-    assert (
-        db_host.cluster.psql(
-            "select pending_restart from pg_settings where name = 'shared_buffers'"
-        )
-        == "f"
-    )
-    down = state.hosts["northwind-trading-production"]
+    assert booted.conf_fragment(Environment.TEST, "shared_buffers") is None
+    pending = "select pending_restart from pg_settings where name = 'shared_buffers'"
+    assert booted.setting(Environment.TEST, pending) == "f"
+    down = state.hosts[booted.production]
     assert state.waves[0].label == "canary"
     assert down.status is HostStatus.UNTOUCHED and "canary" in down.reason  # canary failed
+
     production_only = apply_change(  # a run of the production host alone reaches it
-        inputs_for(tmp_path, change, hosts[1:], sample_fleet, client_key[0]),
+        inputs_for(
+            tmp_path,
+            change,
+            machines_inventory(
+                booted,
+                tmp_path / "production.yaml",
+                [booted.production],
+                db_port={booted.production: DEAD_PORT},
+            ),
+            booted,
+        ),
         RunOptions(max_errors=2),
     )
-    down = production_only.hosts["northwind-trading-production"]
+    down = production_only.hosts[booted.production]
     assert down.status is HostStatus.FAILED
     assert "pre-check postgresql failed" in down.error
     assert down.steps == []  # no step runs on a host whose database is down
+    assert booted.conf_fragment(Environment.PRODUCTION, "shared_buffers") is None

@@ -1,7 +1,10 @@
-"""The Fabric tasks themselves, run as CI runs them (`fab maintenance.*`), against real sshd hosts.
+"""The Fabric tasks themselves, run as CI runs them (`fab maintenance.*`), against real machines.
 
-Each call starts the real ``fab`` program on the repository's root fabfile. The changes are
-emergency work whose window is open now (the tasks use the real clock), so no override is needed.
+Each call starts the real ``fab`` program on the repository's root fabfile. The hosts are three
+machines booted once for the module from the product image (:mod:`localtarget.fleet`: host keys
+pinned from the console, the operations login), one canary and two production; each test's
+inventory gives them a ``host_root`` of the test's own. The changes are emergency work whose
+window is open now (the tasks use the real clock), so no override is needed.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,14 +26,16 @@ import typer
 import yaml
 
 from erpcloud.cli import app
+from erpcloud.fleet import load_fleet
 from erpcloud.model import Environment
 from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED
-from localtarget.sshhost import SshHost
+from localtarget.fleet import Fleet, boot_fleet, write_inventory
 from maintenance import tasks
-from maintenance.localfleet import LocalHost, write_inventory
 from maintenance.runner import utc_now
 
 from .conftest import CUSTOMERS, REPO_ROOT
+
+pytestmark = pytest.mark.timeout(900)
 
 FAB = str(Path(sys.executable).parent / "fab")
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "maintenance.yml"
@@ -48,31 +53,39 @@ def fab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
+#: The hosts of every test's inventory: the machine, and the customer environment it serves.
+LAYOUT = (
+    ("test", "northwind-trading", Environment.TEST),
+    ("prod-a", "lakeside-outfitters", Environment.PRODUCTION),
+    ("prod-b", "northwind-trading", Environment.PRODUCTION),
+)
+
+
 @pytest.fixture(scope="module")
-def fab_hosts(ssh_host_factory: Callable[..., SshHost]) -> dict[str, SshHost]:
-    return {name: ssh_host_factory(f"fab-{name}") for name in ("test", "prod-a", "prod-b")}
+def fleet() -> Iterator[Fleet]:
+    release = load_fleet(CUSTOMERS).customers["northwind-trading"].product_version
+    booted = boot_fleet([name for name, _, _ in LAYOUT], release)
+    try:
+        yield booted
+    finally:
+        booted.teardown()
+
+
+def root_of(workspace: Path) -> str:
+    """The test's own ``host_root`` on every machine."""
+    return f"/srv/maintenance-fab/{workspace.name}"
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, fab_hosts: dict[str, SshHost], client_key: tuple[Path, str]) -> Path:
-    """An inventory of three hosts (one canary, two production), each under its own root."""
-    layout = [
-        ("test", "northwind-trading", Environment.TEST),
-        ("prod-a", "lakeside-outfitters", Environment.PRODUCTION),
-        ("prod-b", "northwind-trading", Environment.PRODUCTION),
-    ]
+def workspace(tmp_path: Path, fleet: Fleet) -> Path:
+    """An inventory of the three machines (one canary, two production), each under its own root."""
     hosts = []
-    for short, customer, environment in layout:
-        root = fab_hosts[short].state_dir / tmp_path.name
-        root.mkdir()
-        hosts.append(LocalHost(fab_hosts[short], customer, environment, root))
-    write_inventory(tmp_path / "inventory.yaml", hosts, client_key[0])
+    for name, customer, environment in LAYOUT:
+        fleet.as_root(name, f"mkdir -p {root_of(tmp_path)}")
+        hosts.append(fleet.host(name, customer, environment, host_root=root_of(tmp_path)))
+    write_inventory(tmp_path / "inventory.yaml", hosts, fleet.key_file)
     (tmp_path / "changes").mkdir()
     return tmp_path
-
-
-def root_of(fab_hosts: dict[str, SshHost], short: str, workspace: Path) -> Path:
-    return fab_hosts[short].state_dir / workspace.name
 
 
 def common(workspace: Path) -> list[str]:
@@ -138,10 +151,9 @@ def test_fab_plan_shows_canaries_first(workspace: Path):
     assert bad.returncode == EXIT_BAD_INPUT and "--wave-size must be at least 1" in bad.stderr
 
 
-def test_fab_apply_halts_on_a_failure_and_resumes(workspace: Path, fab_hosts: dict[str, SshHost]):
-    blocked = root_of(fab_hosts, "prod-a", workspace) / "etc" / "erp"
-    blocked.parent.mkdir(parents=True)
-    blocked.write_text("a file where a folder belongs\n")
+def test_fab_apply_halts_on_a_failure_and_resumes(workspace: Path, fleet: Fleet):
+    root = root_of(workspace)
+    fleet.write("prod-a", f"{root}/etc/erp", "a file where a folder belongs\n")
     change = emergency(
         workspace,
         "emergency-fab-conf",
@@ -161,14 +173,15 @@ def test_fab_apply_halts_on_a_failure_and_resumes(workspace: Path, fab_hosts: di
     }
     assert "wave 1/3 (canary): 1 host(s)" in halted.stderr  # progress, per wave and per host
     assert re.search(r"\[2/3\] lakeside-outfitters-production: FAILED", halted.stderr)
-    assert not (root_of(fab_hosts, "prod-b", workspace) / "etc/erp/fix.conf").exists()
+    assert fleet.read("test", f"{root}/etc/erp/fix.conf") == "fixed\n"
+    assert not fleet.exists("prod-b", f"{root}/etc/erp/fix.conf")
 
-    blocked.unlink()  # fixed on the host
+    fleet.remove("prod-a", f"{root}/etc/erp")  # fixed on the host
     resumed = fab("maintenance.apply", *args, f"--resume={report['run_id']}")
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert "completed: 3 done" in resumed.stdout
-    for short in ("test", "prod-a", "prod-b"):
-        assert (root_of(fab_hosts, short, workspace) / "etc/erp/fix.conf").read_text() == "fixed\n"
+    for name, _, _ in LAYOUT:
+        assert fleet.read(name, f"{root}/etc/erp/fix.conf") == "fixed\n"
     final = json.loads((workspace / "runs" / report["run_id"] / "report.json").read_text())
     attempts = {h["name"]: h["attempts"] for h in final["hosts"]}
     assert attempts == {

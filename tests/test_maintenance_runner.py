@@ -1,8 +1,11 @@
-"""The maintenance runner against real OpenSSH servers on loopback (plain Python, no Fabric CLI).
+"""The maintenance runner against a fleet of real machines (plain Python, no Fabric CLI).
 
-Five sshd hosts, each with its own host key, non-root user and state folder (the folder is the
-host's ``host_root``, so each host's files really differ). The clock is injected: the runs
-happen "inside" the December 2026 windows of their regions.
+Three machines booted once for the module from the product image (:mod:`localtarget.fleet`),
+each with its own host keys pinned from its console and the operations login (key only,
+passwordless sudo). Each test writes its own inventory: which customer environment a machine
+serves, and a ``host_root`` of the test's own on it, so the tests never see each other's files.
+Files are written and read on the machines over SSH, as the machines see them. The clock is
+injected: the runs happen "inside" the December 2026 windows of their regions.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,56 +26,76 @@ import pytest
 import yaml
 
 from erpcloud.model import Customer, Environment
+from localtarget.fleet import Fleet, boot_fleet, generate_keypair, write_inventory
 from localtarget.processes import LOOPBACK, free_port
-from localtarget.sshhost import SshHost
 from maintenance.change import load_change
 from maintenance.inventory import load_inventory
-from maintenance.localfleet import LocalHost, write_inventory
 from maintenance.notices import render_notices
 from maintenance.records import HostStatus, RunStatus, RunStore
 from maintenance.rules import check_change
 from maintenance.runner import RunInputs, RunOptions, RunRefused, apply_change, run_exit_code
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.timeout(900)]
 
 #: us-east-1's December window: Monday 21st 22:00 EST is 03:00 UTC on the 22nd (S11).
 US_WINDOW = datetime(2026, 12, 22, 3, 10, tzinfo=UTC)
 #: eu-west-1's December window: 22:00 GMT on the 21st.
 EU_WINDOW = datetime(2026, 12, 21, 22, 10, tzinfo=UTC)
 
+#: The fleet: one canary machine and two production machines.
+MACHINES = ("test", "prod-a", "prod-b")
+#: The hosts the tests' inventories list: customer, environment, and the machine it is on
+#: (ls-prod and acme-prod share one, never in the same inventory).
 HOSTS = {
-    "ls-test": ("lakeside-outfitters", Environment.TEST),
-    "nw-test": ("northwind-trading", Environment.TEST),
-    "ls-prod": ("lakeside-outfitters", Environment.PRODUCTION),
-    "nw-prod": ("northwind-trading", Environment.PRODUCTION),
-    "acme-prod": ("acme-retail", Environment.PRODUCTION),
+    "nw-test": ("northwind-trading", Environment.TEST, "test"),
+    "ls-prod": ("lakeside-outfitters", Environment.PRODUCTION, "prod-a"),
+    "nw-prod": ("northwind-trading", Environment.PRODUCTION, "prod-b"),
+    "acme-prod": ("acme-retail", Environment.PRODUCTION, "prod-a"),
 }
 
 
 @pytest.fixture(scope="module")
-def sshd_hosts(ssh_host_factory: Callable[..., SshHost]) -> dict[str, SshHost]:
-    return {name: ssh_host_factory(name) for name in HOSTS}
+def fleet(sample_fleet: dict[str, Customer]) -> Iterator[Fleet]:
+    booted = boot_fleet(MACHINES, sample_fleet["northwind-trading"].product_version)
+    try:
+        yield booted
+    finally:
+        booted.teardown()
 
 
 @dataclass
 class Harness:
-    """One test's fleet: its own folders on every host, inventory, runs and notices."""
+    """One test's hosts: its own ``host_root`` on every machine, inventory, runs and notices."""
 
     tmp: Path
-    roots: dict[str, Path]
+    fleet: Fleet
+    roots: dict[str, str]
     inventory_path: Path
     store: RunStore
     notices: Path
     customers: dict[str, Customer]
     progress: list[str]
 
-    def file(self, host: str, path: str) -> Path:
-        return self.roots[host] / path.lstrip("/")
+    def path(self, host: str, path: str) -> str:
+        return f"{self.roots[host]}/{path.lstrip('/')}"
+
+    def machine(self, host: str) -> str:
+        return HOSTS[host][2]
+
+    def read(self, host: str, path: str) -> str | None:
+        return self.fleet.read(self.machine(host), self.path(host, path))
 
     def write(self, host: str, path: str, text: str) -> None:
-        target = self.file(host, path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
+        self.fleet.write(self.machine(host), self.path(host, path), text)
+
+    def exists(self, host: str, path: str) -> bool:
+        return self.fleet.exists(self.machine(host), self.path(host, path))
+
+    def mode(self, host: str, path: str) -> int:
+        return self.fleet.mode(self.machine(host), self.path(host, path))
+
+    def remove(self, host: str, path: str) -> None:
+        self.fleet.remove(self.machine(host), self.path(host, path))
 
     def change(self, document: dict[str, Any]) -> Path:
         path = self.tmp / "changes" / f"{document['id']}.yaml"
@@ -103,27 +126,35 @@ class Harness:
 
 def make_harness(
     tmp_path: Path,
-    sshd_hosts: dict[str, SshHost],
+    fleet: Fleet,
     customers: dict[str, Customer],
-    key_file: Path,
-    names: tuple[str, ...] = ("ls-test", "nw-test", "ls-prod", "nw-prod"),
+    names: tuple[str, ...] = ("nw-test", "ls-prod", "nw-prod"),
     https_urls: dict[str, str] | None = None,
     ca_file: Path | None = None,
+    reach: dict[str, dict[str, str]] | None = None,
 ) -> Harness:
+    """``reach`` overrides a host's ``address`` or pinned ``host_key`` in the inventory."""
+    root = f"/srv/maintenance-tests/{tmp_path.name}"
     roots = {}
-    local_hosts = []
+    hosts = []
     for name in names:
-        host = sshd_hosts[name]
-        root = host.state_dir / tmp_path.name
-        root.mkdir(parents=True, exist_ok=True)
+        fleet.as_root(HOSTS[name][2], f"mkdir -p {root}")
         roots[name] = root
-        customer, environment = HOSTS[name]
-        local_hosts.append(
-            LocalHost(host, customer, environment, root, (https_urls or {}).get(name))
+        customer, environment, on = HOSTS[name]
+        hosts.append(
+            fleet.host(
+                on,
+                customer,
+                environment,
+                host_root=root,
+                https_url=(https_urls or {}).get(name),
+                **(reach or {}).get(name, {}),
+            )
         )
-    inventory = write_inventory(tmp_path / "inventory.yaml", local_hosts, key_file, ca_file)
+    inventory = write_inventory(tmp_path / "inventory.yaml", hosts, fleet.key_file, ca_file)
     return Harness(
         tmp=tmp_path,
+        fleet=fleet,
         roots=roots,
         inventory_path=inventory,
         store=RunStore(tmp_path / "runs"),
@@ -134,7 +165,7 @@ def make_harness(
 
 
 def host_name(short: str) -> str:
-    customer, environment = HOSTS[short]
+    customer, environment, _ = HOSTS[short]
     return f"{customer}-{environment.value}"
 
 
@@ -197,17 +228,16 @@ def https_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
 # --- the tests -----------------------------------------------------------------------------------
 def test_change_reaches_every_host_in_the_planned_order(
     tmp_path: Path,
-    sshd_hosts: dict[str, SshHost],
+    fleet: Fleet,
     sample_fleet: dict[str, Customer],
-    client_key: tuple[Path, str],
     https_endpoint: tuple[str, Path],
 ):
     url, ca_file = https_endpoint
     harness = make_harness(
         tmp_path,
-        sshd_hosts,
+        fleet,
         sample_fleet,
-        client_key[0],
+        names=("nw-prod", "ls-prod", "nw-test"),  # the inventory lists production first
         https_urls={"nw-prod": url},
         ca_file=ca_file,
     )
@@ -231,24 +261,20 @@ def test_change_reaches_every_host_in_the_planned_order(
     assert state.status is RunStatus.COMPLETED and run_exit_code(state) == 0
     planned = [name for wave in state.waves for name in wave.hosts]
     assert planned == [
-        host_name("ls-test"),
         host_name("nw-test"),
         host_name("ls-prod"),
         host_name("nw-prod"),
-    ]  # canaries (test environments) first, then production, one host per wave
-    assert [w.label for w in state.waves] == ["canary", "canary", "production", "production"]
+    ]  # the canary (test environment) first, then production, one host per wave
+    assert [w.label for w in state.waves] == ["canary", "production", "production"]
     starts = {h.name: h.started_at for h in state.hosts.values() if h.started_at}
     assert sorted(starts, key=lambda name: starts[name]) == planned  # started in planned order
     ends = [h.finished_at for h in state.ordered_hosts() if h.finished_at]
-    assert len(ends) == 4 and ends == sorted(ends)
-    for name, root in harness.roots.items():
-        target = root / "etc/erp/app.conf"
-        assert target.read_text() == "workers = 4\n"
-        assert oct(target.stat().st_mode & 0o777) == "0o640"
-        saved = next(
-            (root / "var/lib/erpcloud/maintenance/2026-12-app-conf").glob("step-1/original")
-        )
-        assert saved.read_text() == f"old settings of {name}\n"  # kept for a rollback
+    assert len(ends) == 3 and ends == sorted(ends)
+    for name in harness.roots:
+        assert harness.read(name, "/etc/erp/app.conf") == "workers = 4\n"
+        assert harness.mode(name, "/etc/erp/app.conf") == 0o640
+        saved = harness.read(name, "/var/lib/erpcloud/maintenance/2026-12-app-conf/step-1/original")
+        assert saved == f"old settings of {name}\n"  # kept for a rollback
     record = state.hosts[host_name("nw-prod")]
     assert [s.status for s in record.steps] == ["applied", "verified"]
     assert {c.name: c.status.value for c in record.prechecks} == {
@@ -262,12 +288,12 @@ def test_change_reaches_every_host_in_the_planned_order(
     }
     https = next(c for c in record.postchecks if c.name == "https")
     assert https.status.value == "ok" and "answered 200" in https.detail
-    test_backup = next(c for c in state.hosts[host_name("ls-test")].prechecks if c.name == "backup")
+    test_backup = next(c for c in state.hosts[host_name("nw-test")].prechecks if c.name == "backup")
     assert "S9" in test_backup.detail
 
     run_dir = harness.store.run_dir(state.run_id)
     report = json.loads((run_dir / "report.json").read_text())
-    assert report["ok"] and report["counts"]["done"] == 4
+    assert report["ok"] and report["counts"]["done"] == 3
     assert [h["name"] for h in report["hosts"]] == planned
     assert {d["customer"] for d in report["downtime"]} == {
         "lakeside-outfitters",
@@ -279,8 +305,8 @@ def test_change_reaches_every_host_in_the_planned_order(
     )
     markdown = (run_dir / "report.md").read_text()
     assert "**completed**" in markdown and host_name("nw-prod") in markdown
-    assert any(line.startswith("wave 1/4 (canary)") for line in harness.progress)
-    assert any(f"[4/4] {host_name('nw-prod')}: done" in line for line in harness.progress)
+    assert any(line.startswith("wave 1/3 (canary)") for line in harness.progress)
+    assert any(f"[3/3] {host_name('nw-prod')}: done" in line for line in harness.progress)
 
     again = apply_change(harness.inputs(change, US_WINDOW + timedelta(minutes=5)), RunOptions())
     assert again.status is RunStatus.COMPLETED and again.run_id != state.run_id
@@ -289,11 +315,10 @@ def test_change_reaches_every_host_in_the_planned_order(
 
 def test_failed_step_halts_within_budget_rolls_back_and_resumes(
     tmp_path: Path,
-    sshd_hosts: dict[str, SshHost],
+    fleet: Fleet,
     sample_fleet: dict[str, Customer],
-    client_key: tuple[Path, str],
 ):
-    harness = make_harness(tmp_path, sshd_hosts, sample_fleet, client_key[0])
+    harness = make_harness(tmp_path, fleet, sample_fleet)
     for name in harness.roots:
         harness.write(name, "/etc/erp/app.conf", f"v1 {name}\n")
     # On this host /etc/erpcloud is a file, so step 2 cannot create /etc/erpcloud/marker.
@@ -319,18 +344,17 @@ def test_failed_step_halts_within_budget_rolls_back_and_resumes(
     assert failed.status is HostStatus.FAILED
     assert "step 2 (write_file) failed" in failed.error and "/etc/erpcloud" in failed.error
     assert [(r.index, r.ok) for r in failed.rollbacks] == [(2, True), (1, True)]
-    assert harness.file("ls-prod", "/etc/erp/app.conf").read_text() == "v1 ls-prod\n"  # rolled back
+    assert harness.read("ls-prod", "/etc/erp/app.conf") == "v1 ls-prod\n"  # rolled back
     assert untouched.status is HostStatus.UNTOUCHED and untouched.attempts == 0
     assert "error budget spent" in untouched.reason
-    assert harness.file("nw-prod", "/etc/erp/app.conf").read_text() == "v1 nw-prod\n"
-    assert not harness.file("nw-prod", "/etc/erpcloud/marker").exists()
-    for canary in ("ls-test", "nw-test"):
-        assert state.hosts[host_name(canary)].status is HostStatus.DONE
-        assert harness.file(canary, "/etc/erpcloud/marker").read_text() == "2026-12-two-steps\n"
+    assert harness.read("nw-prod", "/etc/erp/app.conf") == "v1 nw-prod\n"
+    assert not harness.exists("nw-prod", "/etc/erpcloud/marker")
+    assert state.hosts[host_name("nw-test")].status is HostStatus.DONE
+    assert harness.read("nw-test", "/etc/erpcloud/marker") == "2026-12-two-steps\n"
     report = json.loads((harness.store.run_dir(state.run_id) / "report.json").read_text())
     assert not report["ok"] and report["counts"] == {
         "pending": 0,
-        "done": 2,
+        "done": 1,
         "failed": 1,
         "refused": 0,
         "untouched": 1,
@@ -342,15 +366,15 @@ def test_failed_step_halts_within_budget_rolls_back_and_resumes(
     with pytest.raises(RunRefused, match="resumes it by its id"):
         apply_change(harness.inputs(change, US_WINDOW), RunOptions(resume="latest"))
 
-    harness.file("ls-prod", "/etc/erpcloud").unlink()  # the operator fixes the host
-    canary_start = state.hosts[host_name("ls-test")].started_at
+    harness.remove("ls-prod", "/etc/erpcloud")  # the operator fixes the host
+    canary_start = state.hosts[host_name("nw-test")].started_at
     resumed = apply_change(
         harness.inputs(change, US_WINDOW + timedelta(minutes=10)),
         RunOptions(resume=state.run_id),
     )
     assert resumed.run_id == state.run_id and resumed.status is RunStatus.COMPLETED
-    assert resumed.hosts[host_name("ls-test")].attempts == 1  # finished hosts are not redone
-    assert resumed.hosts[host_name("ls-test")].started_at == canary_start
+    assert resumed.hosts[host_name("nw-test")].attempts == 1  # finished hosts are not redone
+    assert resumed.hosts[host_name("nw-test")].started_at == canary_start
     assert resumed.hosts[host_name("ls-prod")].attempts == 2
     assert resumed.hosts[host_name("nw-prod")].attempts == 1
     assert [a.resumed for a in resumed.attempts] == [False, True]
@@ -359,19 +383,16 @@ def test_failed_step_halts_within_budget_rolls_back_and_resumes(
     resumed_report = (harness.store.run_dir(state.run_id) / "report.md").read_text()
     assert "## Earlier attempts of this run" in resumed_report
     for name in harness.roots:
-        assert harness.file(name, "/etc/erp/app.conf").read_text() == "v2\n"
-        assert harness.file(name, "/etc/erpcloud/marker").exists()
+        assert harness.read(name, "/etc/erp/app.conf") == "v2\n"
+        assert harness.exists(name, "/etc/erpcloud/marker")
 
 
 def test_error_budget_lets_the_run_continue_past_one_failure(
     tmp_path: Path,
-    sshd_hosts: dict[str, SshHost],
+    fleet: Fleet,
     sample_fleet: dict[str, Customer],
-    client_key: tuple[Path, str],
 ):
-    harness = make_harness(
-        tmp_path, sshd_hosts, sample_fleet, client_key[0], names=("ls-prod", "nw-prod")
-    )
+    harness = make_harness(tmp_path, fleet, sample_fleet, names=("ls-prod", "nw-prod"))
     harness.write("ls-prod", "/etc/erpcloud", "blocks the step\n")
     change = harness.change(
         standard_change("2026-12-budget", [write_step("/etc/erpcloud/marker", "x\n")])
@@ -383,22 +404,21 @@ def test_error_budget_lets_the_run_continue_past_one_failure(
     assert state.status is RunStatus.FAILED and run_exit_code(state) == 1
     assert state.hosts[host_name("ls-prod")].status is HostStatus.FAILED
     assert state.hosts[host_name("nw-prod")].status is HostStatus.DONE
+    assert harness.read("nw-prod", "/etc/erpcloud/marker") == "x\n"
 
 
 def test_failed_post_check_rolls_the_host_back(
     tmp_path: Path,
-    sshd_hosts: dict[str, SshHost],
+    fleet: Fleet,
     sample_fleet: dict[str, Customer],
-    client_key: tuple[Path, str],
     https_endpoint: tuple[str, Path],
 ):
     _, ca_file = https_endpoint
     dead_url = f"https://{LOOPBACK}:{free_port()}/health"  # nothing listens there
     harness = make_harness(
         tmp_path,
-        sshd_hosts,
+        fleet,
         sample_fleet,
-        client_key[0],
         names=("nw-prod",),
         https_urls={"nw-prod": dead_url},
         ca_file=ca_file,
@@ -413,18 +433,15 @@ def test_failed_post_check_rolls_the_host_back(
     assert record.status is HostStatus.FAILED
     assert record.error.startswith("post-check https failed")
     assert [s.status for s in record.steps] == ["applied"] and record.rollbacks[0].ok
-    assert harness.file("nw-prod", "/etc/erp/app.conf").read_text() == "before\n"
+    assert harness.read("nw-prod", "/etc/erp/app.conf") == "before\n"
 
 
 def test_hosts_outside_their_window_wait_and_a_later_run_continues(
     tmp_path: Path,
-    sshd_hosts: dict[str, SshHost],
+    fleet: Fleet,
     sample_fleet: dict[str, Customer],
-    client_key: tuple[Path, str],
 ):
-    harness = make_harness(
-        tmp_path, sshd_hosts, sample_fleet, client_key[0], names=("acme-prod", "nw-prod")
-    )
+    harness = make_harness(tmp_path, fleet, sample_fleet, names=("acme-prod", "nw-prod"))
     change = harness.change(
         standard_change(
             "2026-12-two-regions",
@@ -439,52 +456,56 @@ def test_hosts_outside_their_window_wait_and_a_later_run_continues(
     first = apply_change(harness.inputs(change, EU_WINDOW), RunOptions(resume="latest"))
     assert first.status is RunStatus.WAITING and run_exit_code(first) == 3
     assert first.hosts[host_name("acme-prod")].status is HostStatus.DONE
+    assert harness.read("acme-prod", "/etc/erp/region.conf") == "ok\n"
     waiting = first.hosts[host_name("nw-prod")]
     assert waiting.status is HostStatus.UNTOUCHED and "waits for it" in waiting.reason
-    assert not harness.file("nw-prod", "/etc/erp/region.conf").exists()
+    assert not harness.exists("nw-prod", "/etc/erp/region.conf")
 
     later = apply_change(harness.inputs(change, US_WINDOW), RunOptions(resume="latest"))
     assert later.run_id == first.run_id and later.status is RunStatus.COMPLETED
     assert later.hosts[host_name("acme-prod")].attempts == 1
-    assert harness.file("nw-prod", "/etc/erp/region.conf").read_text() == "ok\n"
+    assert harness.read("nw-prod", "/etc/erp/region.conf") == "ok\n"
 
 
 def test_an_unreachable_host_fails_and_counts_against_the_budget(
     tmp_path: Path,
-    sshd_hosts: dict[str, SshHost],
+    fleet: Fleet,
     sample_fleet: dict[str, Customer],
-    client_key: tuple[Path, str],
 ):
+    down = fleet.free_address()  # on the fleet's network, where no machine runs
     harness = make_harness(
-        tmp_path, sshd_hosts, sample_fleet, client_key[0], names=("ls-prod", "nw-prod")
+        tmp_path,
+        fleet,
+        sample_fleet,
+        names=("ls-prod", "nw-prod"),
+        reach={"ls-prod": {"address": down}},
     )
-    document = yaml.safe_load(harness.inventory_path.read_text())
-    document["hosts"][0]["ssh"]["port"] = free_port()  # nothing listens: the host is down
-    harness.inventory_path.write_text(yaml.safe_dump(document))
     change = harness.change(standard_change("2026-12-down", [{"op": "noop"}]))
     harness.announce(change)
+    began = time.monotonic()
     state = apply_change(harness.inputs(change, US_WINDOW), RunOptions(concurrency=1))
-    down = state.hosts[host_name("ls-prod")]
-    assert down.status is HostStatus.FAILED and down.error.startswith("unreachable:")
+    record = state.hosts[host_name("ls-prod")]
+    assert record.status is HostStatus.FAILED and record.error.startswith("unreachable:")
+    assert down in record.error
     assert state.hosts[host_name("nw-prod")].status is HostStatus.UNTOUCHED
     assert state.status is RunStatus.HALTED
+    assert time.monotonic() - began < 30  # the connection timeout bounds the wait
 
 
 def test_a_host_with_a_changed_host_key_is_refused(
     tmp_path: Path,
-    ssh_host_factory: Callable[..., SshHost],
+    fleet: Fleet,
     sample_fleet: dict[str, Customer],
-    client_key: tuple[Path, str],
 ):
-    host = ssh_host_factory("reinstalled")
-    root = host.state_dir / "root"
-    root.mkdir()
-    inventory = write_inventory(
-        tmp_path / "inventory.yaml",
-        [LocalHost(host, "acme-retail", Environment.PRODUCTION, root)],
-        client_key[0],
-    )  # the key pinned before the host was "reinstalled"
-    host.regenerate_host_key()
+    # The key pinned before the machine was reinstalled: the machine now presents another.
+    before = generate_keypair(tmp_path / "old_host_key", "the host key before the reinstall")
+    harness = make_harness(
+        tmp_path,
+        fleet,
+        sample_fleet,
+        names=("acme-prod",),
+        reach={"acme-prod": {"host_key": " ".join(before.split()[:2])}},
+    )
     change = tmp_path / "2026-12-emergency-key.yaml"
     change.write_text(
         yaml.safe_dump(
@@ -504,7 +525,7 @@ def test_a_host_with_a_changed_host_key_is_refused(
     store = RunStore(tmp_path / "runs")
     inputs = RunInputs(
         check=check_change(load_change(change), sample_fleet, [], store),
-        inventory=load_inventory(inventory, sample_fleet),
+        inventory=load_inventory(harness.inventory_path, sample_fleet),
         customers=sample_fleet,
         store=store,
         notices_dir=tmp_path / "notices",
@@ -514,17 +535,17 @@ def test_a_host_with_a_changed_host_key_is_refused(
     record = state.hosts["acme-retail-production"]
     assert record.status is HostStatus.REFUSED and state.status is RunStatus.HALTED
     assert "host key changed" in record.error and "refusing to connect" in record.error
-    assert not (root / "etc/erp/fix.conf").exists()
+    # The machine itself answers with its real key (pinned by the fleet): only the run refused.
+    assert not harness.exists("acme-prod", "/etc/erp/fix.conf")
     assert "refused" in (store.run_dir(state.run_id) / "report.md").read_text()
 
 
 def test_gates_refuse_and_a_drill_override_is_logged(
     tmp_path: Path,
-    sshd_hosts: dict[str, SshHost],
+    fleet: Fleet,
     sample_fleet: dict[str, Customer],
-    client_key: tuple[Path, str],
 ):
-    harness = make_harness(tmp_path, sshd_hosts, sample_fleet, client_key[0], names=("nw-test",))
+    harness = make_harness(tmp_path, fleet, sample_fleet, names=("nw-test",))
     change = harness.change(
         standard_change("2026-12-gated", [{"op": "noop"}, {"op": "health_check"}])
     )
@@ -570,13 +591,10 @@ def test_gates_refuse_and_a_drill_override_is_logged(
 
 def test_dry_run_changes_nothing_and_says_what_would_happen(
     tmp_path: Path,
-    sshd_hosts: dict[str, SshHost],
+    fleet: Fleet,
     sample_fleet: dict[str, Customer],
-    client_key: tuple[Path, str],
 ):
-    harness = make_harness(
-        tmp_path, sshd_hosts, sample_fleet, client_key[0], names=("ls-test", "ls-prod")
-    )
+    harness = make_harness(tmp_path, fleet, sample_fleet, names=("nw-test", "ls-prod"))
     harness.write("ls-prod", "/etc/erp/app.conf", "current\n")
     change = harness.change(
         standard_change("2026-12-dry", [write_step("/etc/erp/app.conf", "next\n")])
@@ -587,7 +605,7 @@ def test_dry_run_changes_nothing_and_says_what_would_happen(
     assert state.status is RunStatus.DRY_RUN and run_exit_code(state) == 0
     assert {h.status for h in state.hosts.values()} == {HostStatus.CHECKED}
     assert [s.status for s in state.hosts[host_name("ls-prod")].steps] == ["would-apply"]
-    assert harness.file("ls-prod", "/etc/erp/app.conf").read_text() == "current\n"
-    assert not harness.file("ls-test", "/etc/erp/app.conf").exists()
+    assert harness.read("ls-prod", "/etc/erp/app.conf") == "current\n"
+    assert not harness.exists("nw-test", "/etc/erp/app.conf")
     assert any("apply would refuse" in o and "outside its window" in o for o in state.overrides)
     assert harness.store.major_changes(2026) == []

@@ -193,7 +193,9 @@ def test_ssh_user_names(acme_document: dict[str, Any], name: str):
     ("key", "rule"),
     [
         (RSA_2048, "at least 3072"),
-        (ECDSA, "not accepted"),
+        (ED25519 + "\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN65iAU2AbMkiUPJyb9Vr", "U+000A"),
+        ('command="/bin/sh" ' + ED25519, "options"),
+        (ED25519 + " " + "c" * 101, "at most 100"),
         ("ssh-dss AAAAB3NzaC1kc3MAAACBAP", "not accepted"),
         (
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN65iAU2AbMkiUPJyb9Vrb1KKJ4cqZDx5brFa2BVJUP",

@@ -77,14 +77,27 @@ def test_users_are_key_only_and_non_root(sample_fleet: dict[str, Customer], envi
         data = yaml.safe_load(render_user_data(customer, environment))
         assert data["disable_root"] is True and data["ssh_pwauth"] is False
         names = [u["name"] for u in data["users"]]
-        assert names == [u.name for u in customer.ssh.users] + [policy.OPERATIONS_USER]
+        assert names == [u.name for u in customer.ssh.users] + [
+            policy.OPERATIONS_USER,
+            policy.SUPPORT_USER,
+        ]
         assert "root" not in names
         sudoers = [u["name"] for u in data["users"] if "sudo" in u]
-        assert sudoers == [u.name for u in customer.ssh.users if u.sudo] + [policy.OPERATIONS_USER]
-        assert all(u["lock_passwd"] is True and u["ssh_authorized_keys"] for u in data["users"])
+        assert sudoers == [policy.OPERATIONS_USER]  # S4/S16: nobody else is root
+        assert all(u["lock_passwd"] is True for u in data["users"])
+        # Keys for everyone but the support user, who logs in by certificate only (P5).
+        keyless = [u["name"] for u in data["users"] if not u.get("ssh_authorized_keys")]
+        assert keyless == [policy.SUPPORT_USER]
+        principals = _file(data, f"/etc/ssh/erpcloud-principals/{policy.SUPPORT_USER}")
+        assert principals == f"support-{customer.id}\n"
         sshd = _file(data, "/etc/ssh/sshd_config.d/50-erpcloud.conf")
         assert "PasswordAuthentication no" in sshd and "PermitRootLogin no" in sshd
-        assert f"AllowUsers {' '.join(names)}" in sshd
+        # S4/S20: customer users from the customer's networks only, as the security group.
+        allowed = next(line for line in sshd.splitlines() if line.startswith("AllowUsers "))
+        expected = [
+            f"{u.name}@{cidr}" for u in customer.ssh.users for cidr in customer.ssh.allowed_cidrs
+        ]
+        assert allowed.split()[1:] == [*expected, policy.OPERATIONS_USER, policy.SUPPORT_USER]
 
 
 def _file(data: dict, path: str) -> str:

@@ -1,5 +1,7 @@
-"""The real components this platform drives, started the way the tests and the local target
-start them: PostgreSQL as `postgres`, moto behind stunnel (TLS), sshd with pinned host keys."""
+"""The host's own components, started the way the tests and the local site start them: a
+private PostgreSQL cluster as `postgres` (an on-premises server in the move-in tests), moto
+behind stunnel (TLS). sshd, pinned host keys and refusals are checked on booted machines
+(`tests/test_machines.py`)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from erpcloud.ssh import HostKeyError, SshTarget, connect, run, run_as_root
 from localtarget.postgres import PostgresCluster
 from localtarget.processes import pid_alive, port_open
 from localtarget.s3 import LocalAws
-from localtarget.sshhost import SshHost
 
 pytestmark = pytest.mark.services
 
@@ -45,42 +45,3 @@ def test_s3_emulator_answers_over_tls(local_aws: LocalAws):
     url = f"https://127.0.0.1:{local_aws.tls_port}/tls-probe?list-type=2"
     with urllib.request.urlopen(url, context=context, timeout=10) as response:
         assert response.status == 200 and b"ListBucketResult" in response.read()
-
-
-def _target(host: SshHost, key: Path, known_hosts: Path) -> SshTarget:
-    return SshTarget("127.0.0.1", host.port, host.users[0].name, key, known_hosts)
-
-
-def test_ssh_connects_only_to_a_pinned_host(
-    ssh_host_factory: Callable[..., SshHost], client_key: tuple[Path, str], tmp_path: Path
-):
-    host = ssh_host_factory()
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(host.known_hosts_line() + "\n")
-    connection = connect(_target(host, client_key[0], known_hosts))
-    try:
-        assert run(connection, "id -un").stdout.strip() == host.users[0].name
-        assert run_as_root(connection, "id -u").stdout.strip() == "0"
-    finally:
-        connection.close()
-    known_hosts.write_text("")
-    with pytest.raises(HostKeyError, match="no pinned host key"):
-        connect(_target(host, client_key[0], known_hosts))
-
-
-def test_changed_host_key_is_refused(
-    ssh_host_factory: Callable[..., SshHost], client_key: tuple[Path, str], tmp_path: Path
-):
-    host = ssh_host_factory()
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(host.known_hosts_line() + "\n")
-    host.regenerate_host_key()
-    with pytest.raises(HostKeyError, match="host key changed"):
-        connect(_target(host, client_key[0], known_hosts))
-
-
-def test_hosts_have_their_own_users_and_state(ssh_host_factory: Callable[..., SshHost]):
-    first, second = ssh_host_factory(), ssh_host_factory()
-    assert first.users[0].name != second.users[0].name
-    assert first.state_dir != second.state_dir
-    assert first.host_public_key() != second.host_public_key()

@@ -40,8 +40,10 @@ from stacks.blocks.secrets import SecretSourceError, SecretValues
 from stacks.checks import (
     PRODUCTION_TYPE,
     TEST_TYPE,
+    check_encryption,
     check_forbidden_ports,
     check_least_privilege,
+    check_ssh_sources,
     run_checks,
 )
 from stacks.plan import Plan, plan_from_recording, record_customer
@@ -261,6 +263,76 @@ def test_a_program_that_opens_port_80_is_caught(sample_fleet):
     assert any("missing tags" in v for v in violations)
 
 
+def test_ssh_rules_that_add_up_to_the_internet_are_caught(sample_fleet):
+    """S4, issue 13: each rule is a half, together they are everything; the plan's check
+    counts the union, for IPv4 and IPv6, as the model does for a customer file."""
+    customer = sample_fleet["acme-retail"]
+    halves = ("0.0.0.0/1", "128.0.0.0/1", "::/1", "8000::/1")
+
+    def program_with_halves() -> None:
+        stack = deploy(customer, sentinel_inputs(customer))
+        for index, cidr in enumerate(halves):
+            family = "cidr_ipv6" if ":" in cidr else "cidr_ipv4"
+            aws.vpc.SecurityGroupIngressRule(
+                f"{customer.id}-half-{index}",
+                security_group_id="sg-0123",
+                ip_protocol="tcp",
+                from_port=22,
+                to_port=22,
+                opts=pulumi.ResourceOptions(parent=stack.production),
+                **{family: cidr},
+            )
+
+    plan = plan_from_recording(customer.id, run_program(program_with_halves, stack=customer.id))
+    found = check_ssh_sources(plan, customer)
+    assert len(found) == 2, found
+    assert "SSH open to 4294967296 IPv4 addresses" in found[0]
+    assert f"SSH open to {2**128} IPv6 addresses" in found[1]
+    # The real program, customer networks only: nothing to report.
+    real = plan_from_recording(
+        customer.id,
+        run_program(lambda: deploy(customer, sentinel_inputs(customer)), stack=customer.id),
+    )
+    assert check_ssh_sources(real, customer) == []
+
+
+def test_keys_have_explicit_policies_and_logs_and_topics_are_encrypted(sample_fleet):
+    """Issue 13 item 5: the real program passes; an open key policy, a plain topic and a plain
+    log group added to it are each caught."""
+    customer = sample_fleet["acme-retail"]
+    real = plan_from_recording(
+        customer.id,
+        run_program(lambda: deploy(customer, sentinel_inputs(customer)), stack=customer.id),
+    )
+    assert check_encryption(real, customer) == []
+    (key, _copy) = real.of_type("aws:kms/key:Key")
+    logs_statement = next(
+        s for s in json.loads(key.inputs["policy"])["Statement"] if "logs." in str(s["Principal"])
+    )
+    assert logs_statement["Condition"]["ArnEquals"]["kms:EncryptionContext:aws:logs:arn"].endswith(
+        f":log-group:/erpcloud/{customer.id}"
+    )
+
+    def weakened() -> None:
+        stack = deploy(customer, sentinel_inputs(customer))
+        opts = pulumi.ResourceOptions(parent=stack.production)
+        aws.sns.Topic(f"{customer.id}-plain-topic", opts=opts)
+        aws.cloudwatch.LogGroup(f"{customer.id}-plain-logs", opts=opts)
+        open_policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Sid": "Open", "Effect": "Allow", "Principal": "*",
+                           "Action": "kms:*", "Resource": "*"}],
+        }  # fmt: skip
+        aws.kms.Key(f"{customer.id}-open-key", policy=json.dumps(open_policy), opts=opts)
+
+    plan = plan_from_recording(customer.id, run_program(weakened, stack=customer.id))
+    assert sorted(check_encryption(plan, customer)) == [
+        f"{customer.id}-open-key: key policy Open: principal * (S1)",
+        f"{customer.id}-plain-logs: log group not encrypted with a customer key (S5)",
+        f"{customer.id}-plain-topic: topic not encrypted with a customer key (S5)",
+    ]
+
+
 @pytest.mark.parametrize("preview", PREVIEW_MODES)
 def test_dns_alias_to_the_load_balancer_and_a_dns_validated_certificate(
     preview: bool, runs, sample_fleet
@@ -470,15 +542,25 @@ def test_instance_role_is_least_privilege(
     ]
     s3_actions = {a for s in grants.values() for a in as_list(s["Action"]) if a.startswith("s3:")}
     assert s3_actions == set(BACKUP_BUCKET_ACTIONS) | set(BACKUP_OBJECT_ACTIONS)
-    secret_arns = {r.outputs["arn"] for r in recording.of_type("aws:secretsmanager/secret:Secret")}
+    created = {
+        r.inputs["name"]: r.outputs["arn"]
+        for r in recording.of_type("aws:secretsmanager/secret:Secret")
+    }
+    test_arns = {arn for name, arn in created.items() if f"/{customer_id}/test/" in name}
+    production_arns = set(created.values()) - test_arns
     if customer.secrets.activation_key.source is SecretSource.SECRETS_MANAGER:
         (lookup,) = [i for i in recording.invokes if i.token.endswith("getSecret")]
         assert lookup.args["name"] == customer.secrets.activation_key.name
-        assert len(secret_arns) == 1
+        assert len(production_arns) == 1
     else:
-        assert len(secret_arns) == 2
-    assert secret_arns <= set(as_list(grants["ReadOwnSecrets"]["Resource"]))
-    assert len(as_list(grants["ReadOwnSecrets"]["Resource"])) == 2
+        assert len(production_arns) == 2
+    readable = set(as_list(grants["ReadOwnSecrets"]["Resource"]))
+    assert production_arns <= readable and len(readable) == 2
+    # Issue 13: the test environment reads its own two secrets, and nothing of production's.
+    test_grants = statements(recording.named(f"{customer_id}-test-role-policy"))
+    test_readable = set(as_list(test_grants["ReadOwnSecrets"]["Resource"]))
+    assert test_readable == test_arns and len(test_arns) == 2
+    assert not test_readable & readable
     metrics = grants["PublishOwnMetrics"]
     assert metrics["Resource"] == "*" and metrics["Action"] == ["cloudwatch:PutMetricData"]
     assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}}
@@ -520,26 +602,38 @@ def test_secrets_reach_aws_only_as_pulumi_secrets(
 ):
     recording = runs[(customer_id, preview)]
     customer = sample_fleet[customer_id]
-    passwords = [
-        r.outputs["result"] for r in recording.of_type("random:index/randomPassword:RandomPassword")
-    ]
-    assert len(passwords) == 1 and passwords[0]
+    passwords = {
+        r.name: r.outputs["result"]
+        for r in recording.of_type("random:index/randomPassword:RandomPassword")
+    }
+    # Production's and the test environment's own (issue 13), different.
+    assert len(passwords) == 2 and len(set(passwords.values())) == 2
     for resource in recording.resources:
         for path, text in strings_outside_secrets(resource.inputs):
             assert SENTINEL not in text, f"{resource.name}{path} carries the activation key"
-            assert passwords[0] not in text, f"{resource.name}{path} carries the password"
+            for password in passwords.values():
+                assert password not in text, f"{resource.name}{path} carries a password"
     versions = {
         r.name.removeprefix(f"{customer_id}-").removesuffix("-version"): r.inputs["secretString"]
         for r in recording.of_type("aws:secretsmanager/secretVersion:SecretVersion")
     }
     assert all(pulumi.runtime.rpc.is_rpc_secret(v) for v in versions.values())
-    assert versions["database-password"]["value"] == passwords[0]
+    assert (
+        versions["database-password"]["value"]
+        == passwords[f"{customer_id}-database-password-value"]
+    )
+    assert (
+        versions["test-database-password"]["value"]
+        == passwords[f"{customer_id}-test-database-password-value"]
+    )
     if customer.secrets.activation_key.source is SecretSource.PULUMI_CONFIG:
         assert versions["activation-key"]["value"] == SENTINEL
+        assert versions["test-activation-key"]["value"] == SENTINEL  # the same vendor key
     names = {r.inputs["name"] for r in recording.of_type("aws:secretsmanager/secret:Secret")}
     assert secret_name(customer, "database_password") in names
+    assert secret_name(customer, "database_password", Environment.TEST) in names
     dumped = json.dumps(plans[(customer_id, preview)].to_json())
-    assert SENTINEL not in dumped and passwords[0] not in dumped
+    assert SENTINEL not in dumped and not any(p in dumped for p in passwords.values())
     assert SENTINEL not in json.dumps(recording.outputs, default=str)
 
 

@@ -71,6 +71,8 @@ def test_the_plan_carries_what_an_emulator_needs_to_create_the_customers_storage
     assert secrets == {
         f"erpcloud/{customer.id}/activation-key",
         f"erpcloud/{customer.id}/database-password",
+        f"erpcloud/{customer.id}/test/activation-key",  # the test environment's own (issue 13)
+        f"erpcloud/{customer.id}/test/database-password",
     }
 
 

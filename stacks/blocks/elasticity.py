@@ -88,6 +88,7 @@ def elasticity(
     server: Server,
     region: str,
     account_id: pulumi.Input[str],
+    key_arn: pulumi.Input[str],
 ) -> Elasticity:
     if not spec.is_production:
         raise ValueError("S2: only production is elastic")
@@ -96,6 +97,7 @@ def elasticity(
     resize_topic = aws.sns.Topic(
         f"{name}-resize-requests",
         display_name=f"erpcloud {spec.customer.id}: resize requests for the next window (S2)",
+        kms_master_key_id=key_arn,
         tags=spec.tags("S2"),
         opts=opts,
     )

@@ -176,6 +176,7 @@ def monitoring(
     *,
     server: Server,
     endpoint: Endpoint,
+    key_arn: pulumi.Input[str],
 ) -> aws.sns.Topic:
     """The operations topic and every S5 alarm on it; returns the topic."""
     if not spec.environment.has_monitoring:
@@ -184,6 +185,7 @@ def monitoring(
     topic = aws.sns.Topic(
         f"{name}-ops-alerts",
         display_name=f"erpcloud {spec.customer.id}: production alarms (S5)",
+        kms_master_key_id=key_arn,
         tags=spec.tags("S5"),
         opts=opts,
     )

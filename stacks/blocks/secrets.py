@@ -57,6 +57,38 @@ class CustomerSecrets:
         return [self.arns[which] for which in SECRET_FIELDS]
 
 
+def _generated(owner: pulumi.Resource, name: str, which: str) -> pulumi.Output[str]:
+    password = random.RandomPassword(
+        f"{name}-{which.replace('_', '-')}-value",
+        length=GENERATED_PASSWORD_LENGTH,
+        special=False,
+        opts=pulumi.ResourceOptions(parent=owner),
+    )
+    return pulumi.Output.secret(password.result)
+
+
+def _test_value(
+    owner: pulumi.Resource,
+    name: str,
+    customer: Customer,
+    which: str,
+    values: SecretValues,
+    provider: aws.Provider,
+) -> pulumi.Output[str]:
+    """The test environment's own copy (issue 13): a password of its own; the vendor's
+    activation key copied in (read from production's existing secret by the deployer, when the
+    customer file names one), so its role never needs production's secrets."""
+    if which == "database_password":
+        return _generated(owner, name, which)
+    ref = customer.secrets.activation_key
+    if ref.source is SecretSource.SECRETS_MANAGER:
+        existing = aws.secretsmanager.get_secret_version_output(
+            secret_id=ref.name, opts=lookup(owner, provider)
+        )
+        return pulumi.Output.secret(existing.secret_string)
+    return _stack_value(owner, name, customer, which, values)
+
+
 def _stack_value(
     owner: pulumi.Resource, name: str, customer: Customer, which: str, values: SecretValues
 ) -> pulumi.Output[str]:
@@ -68,13 +100,7 @@ def _stack_value(
                 f"{customer.id}: secrets.activation_key cannot be 'generated': the product's "
                 "activation key comes from the vendor (S1)"
             )
-        password = random.RandomPassword(
-            f"{name}-{which.replace('_', '-')}-value",
-            length=GENERATED_PASSWORD_LENGTH,
-            special=False,
-            opts=pulumi.ResourceOptions(parent=owner),
-        )
-        return pulumi.Output.secret(password.result)
+        return _generated(owner, name, which)
     if supplied is None:
         raise SecretSourceError(
             f"{customer.id}: secrets.{which} is {ref}, but the stack was given no value for it "
@@ -98,9 +124,9 @@ def customer_secrets(
     versions: list[aws.secretsmanager.SecretVersion] = []
     for which in SECRET_FIELDS:
         role = which.replace("_", "-")
-        names[which] = secret_name(customer, which)
+        names[which] = secret_name(customer, which, spec.environment)
         ref = getattr(customer.secrets, which)
-        if ref.source is SecretSource.SECRETS_MANAGER:
+        if spec.is_production and ref.source is SecretSource.SECRETS_MANAGER:
             existing = aws.secretsmanager.get_secret_output(
                 name=names[which], opts=lookup(owner, provider)
             )
@@ -118,7 +144,11 @@ def customer_secrets(
             aws.secretsmanager.SecretVersion(
                 f"{name}-{role}-version",
                 secret_id=secret.id,
-                secret_string=_stack_value(owner, name, customer, which, values),
+                secret_string=(
+                    _stack_value(owner, name, customer, which, values)
+                    if spec.is_production
+                    else _test_value(owner, name, customer, which, values, provider)
+                ),
                 opts=child(owner, provider),
             )
         )

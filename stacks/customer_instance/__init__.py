@@ -74,9 +74,17 @@ class CustomerInstance(pulumi.ComponentResource):
         primary = providers.primary
 
         self.network = network(self, name, spec, primary)
-        key = customer_key(self, name, spec, primary, region=providers.primary_region)
+        key = customer_key(
+            self, name, spec, primary, region=providers.primary_region, account_id=args.account_id
+        )
         copy_key = customer_key(
-            self, name, spec, providers.copy, region=providers.copy_region, role="copy-key"
+            self,
+            name,
+            spec,
+            providers.copy,
+            region=providers.copy_region,
+            account_id=args.account_id,
+            role="copy-key",
         )
         self.key_arn = key.arn
         self.secrets = customer_secrets(
@@ -110,6 +118,7 @@ class CustomerInstance(pulumi.ComponentResource):
             f"{name}-logs",
             name=f"/erpcloud/{customer.id}",
             retention_in_days=policy.LOG_RETENTION_DAYS,
+            kms_key_id=key.arn,
             tags=spec.tags("S5"),
             opts=child(self, primary),
         )
@@ -149,7 +158,9 @@ class CustomerInstance(pulumi.ComponentResource):
             zone_id=args.zone_id,
             instance_id=machine.instance.id,
         )
-        topic = monitoring(self, name, spec, primary, server=machine, endpoint=front)
+        topic = monitoring(
+            self, name, spec, primary, server=machine, endpoint=front, key_arn=key.arn
+        )
         elastic = elasticity(
             self,
             name,
@@ -158,6 +169,7 @@ class CustomerInstance(pulumi.ComponentResource):
             server=machine,
             region=providers.primary_region,
             account_id=args.account_id,
+            key_arn=key.arn,
         )
 
         self.url = pulumi.Output.from_input(spec.url)

@@ -2,7 +2,8 @@
 
 The same building blocks as production (firewall, server, endpoint), sized by the model's
 ``customer.test_sizing`` (at most 50 % of production), in production's VPC with its own
-security groups, reading the same secrets. No monitoring, no backups, no alarms, no elasticity.
+security groups, with secrets of its own (its role reads nothing of production's, issue 13).
+No monitoring, no backups, no alarms, no elasticity.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from stacks.blocks.endpoint import endpoint
 from stacks.blocks.firewall import firewall
 from stacks.blocks.iam import as_json, instance_policy
 from stacks.blocks.network import Network
+from stacks.blocks.secrets import SecretValues, customer_secrets
 from stacks.blocks.server import server
 from stacks.customer_instance import CustomerInstance, CustomerInstanceArgs
 from stacks.spec import EnvironmentSpec
@@ -38,7 +40,9 @@ class TestEnvironmentArgs:
     zone_id: pulumi.Input[str]
     network: Network
     key_arn: pulumi.Input[str]
-    secret_arns: list[pulumi.Output[str]]
+    #: What production's secrets are made from: the test environment's copy of the activation
+    #: key comes from the same source; its database password is its own.
+    secret_values: SecretValues
     today: date = field(default_factory=date.today)
 
     @classmethod
@@ -52,7 +56,7 @@ class TestEnvironmentArgs:
             zone_id=args.zone_id,
             network=production.network,
             key_arn=production.key_arn,
-            secret_arns=production.secrets.arn_list,
+            secret_values=args.secret_values,
             today=args.today,
         )
 
@@ -77,9 +81,12 @@ class TestEnvironment(pulumi.ComponentResource):
         spec = args.spec
         provider = args.provider
         walls = firewall(self, name, spec, provider, args.network.vpc_id)
+        secrets = customer_secrets(
+            self, name, spec, provider, key_arn=args.key_arn, values=args.secret_values
+        )
         role_policy = as_json(
-            lambda secrets, keys: instance_policy(secret_arns=secrets, key_arns=keys),
-            secrets=args.secret_arns,
+            lambda arns, keys: instance_policy(secret_arns=arns, key_arns=keys),
+            arns=secrets.arn_list,
             keys=[args.key_arn],
         )
         machine = server(
@@ -92,6 +99,7 @@ class TestEnvironment(pulumi.ComponentResource):
             image_id=args.image_id,
             key_arn=args.key_arn,
             role_policy=role_policy,
+            boot_after=secrets.versions,
         )
         endpoint(
             self,

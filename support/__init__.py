@@ -1,0 +1,1 @@
+"""P5: support access that expires by itself (OpenSSH user certificates)."""
