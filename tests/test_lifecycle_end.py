@@ -202,7 +202,9 @@ def test_purge_at_day_61_destroys_the_buckets_and_volumes(
     assert set(destroyed["buckets"]) == set(customer.backup_bucket_names)
     assert all(count > 0 for count in destroyed["buckets"].values())
     assert set(destroyed["secrets"]) == {
-        secret_name(customer, w) for w in ("activation_key", "database_password")
+        secret_name(customer, w, environment)
+        for w in ("activation_key", "database_password")
+        for environment in Environment  # the test environment's own secrets too (issue 13)
     }
     assert destroyed["kms_keys_scheduled"]
     assert destroyed["removed"][-1] == f"removed {running.root}"
