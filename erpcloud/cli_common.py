@@ -1,7 +1,7 @@
 """What every `erpcloud` command shares: option types and the validated-input helpers.
 
 Capability packages (backups, maintenance, stacks, localtarget) import these to build their
-sub-commands; `erpcloud.cli` registers those sub-apps.
+sub-commands; `frontdoor.cli` registers those sub-apps.
 """
 
 from __future__ import annotations

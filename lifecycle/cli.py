@@ -2,7 +2,7 @@
 
 Thin wrappers over :mod:`lifecycle`: parse, call one plain function, print a summary or JSON.
 :func:`add_customer_commands` adds the customer commands to the ``customer`` sub-app of
-:mod:`erpcloud.cli`; :func:`inventory_command` is the top-level ``inventory``. Exit codes: 0 ok,
+:mod:`frontdoor.cli`; :func:`inventory_command` is the top-level ``inventory``. Exit codes: 0 ok,
 1 failed, 2 refused (the field and rule named), 3 a plan only (nothing was run here).
 """
 

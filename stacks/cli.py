@@ -1,6 +1,6 @@
 """``erpcloud plan CUSTOMER``: review a customer's stack without cloud credentials.
 
-Registered in :mod:`erpcloud.cli` (helpers from :mod:`erpcloud.cli_common`). The Pulumi
+Registered in :mod:`frontdoor.cli` (helpers from :mod:`erpcloud.cli_common`). The Pulumi
 modules are imported inside the command (they take seconds to load), so ``erpcloud --help``
 stays fast.
 """

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from backups.recover import recover_bucket
 from erpcloud.aws import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY
-from erpcloud.cli import app
 from erpcloud.model import Customer
+from frontdoor.cli import app
 from localtarget.s3 import LocalAws
 
 pytestmark = pytest.mark.services

@@ -46,10 +46,10 @@ from backups.wal import (
 )
 from erpcloud import policy
 from erpcloud.audit import audit
-from erpcloud.cli import app
 from erpcloud.model import Customer
 from erpcloud.output import EXIT_FAILED, EXIT_OK, EXIT_WARNING
 from erpcloud.render import HostLayout, render_backup_units
+from frontdoor.cli import app
 
 from .conftest import CUSTOMERS
 

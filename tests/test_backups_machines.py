@@ -45,9 +45,9 @@ from backups.targets import inventory_backup_target
 from dr.host import DrillHost, DrillHostSpec, HostCommandError, Shell
 from erpcloud import policy
 from erpcloud.aws import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY
-from erpcloud.cli import app
 from erpcloud.model import Customer, Environment
 from erpcloud.render import METRICS_NAMESPACE, HostLayout, render_pgbackrest_conf
+from frontdoor.cli import app
 from localtarget import drillmachine, machine, machines
 from localtarget.machines import MachineSetState
 

@@ -52,9 +52,9 @@ from dr.plan import (
 from dr.reports import load_reports, markdown, write_reports
 from dr.sql import compare_tables, parse_snapshot, parse_state, snapshot_script
 from erpcloud import policy
-from erpcloud.cli import app
 from erpcloud.model import Customer
 from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from frontdoor.cli import app
 from localtarget import drillsite
 
 from .conftest import CUSTOMERS, REPO_ROOT

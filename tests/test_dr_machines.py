@@ -57,11 +57,11 @@ from dr.model import CheckStatus, DrillHostRecord, DrillMode, DrillReport, Drill
 from dr.sql import compare_tables, parse_tables, psql_argv, sums_script
 from erpcloud import policy
 from erpcloud.aws import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY
-from erpcloud.cli import app
 from erpcloud.model import Customer, Environment
 from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED
 from erpcloud.render import METRICS_NAMESPACE, PRODUCT_DATABASE
 from erpcloud.ssh import SshTarget, connect, run_as_root
+from frontdoor.cli import app
 from localtarget import drillmachine, machine, machines
 from localtarget.drillsite import machines_site
 from localtarget.image import cloud_init_schema_in_image, output_of

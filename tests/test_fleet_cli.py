@@ -10,9 +10,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from erpcloud.cli import app
 from erpcloud.fleet import load_fleet, load_one
 from erpcloud.output import EXIT_BAD_INPUT
+from frontdoor.cli import app
 
 from .conftest import CUSTOMERS
 from .test_model import ED25519

@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from erpcloud.cli import app
 from erpcloud.documents import DocumentError, read_yaml_document
 from erpcloud.fleet import load_customer, load_fleet
 from erpcloud.model import Customer, Environment, source_address_counts
 from erpcloud.render import HostLayout, host_files, render_user_data
+from frontdoor.cli import app
 
 from .conftest import CUSTOMERS
 

@@ -17,10 +17,10 @@ import yaml
 from typer.testing import CliRunner
 
 from erpcloud import policy
-from erpcloud.cli import app
 from erpcloud.fleet import CustomerFileError, load_fleet
 from erpcloud.model import Customer, Lifecycle, LifecycleState
 from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_WARNING
+from frontdoor.cli import app
 from lifecycle.customerfile import LifecycleRefused, replace_block, write_lifecycle
 from lifecycle.due import PURGED, TERMINATED, Due, due_item
 from lifecycle.dump import MoveInRefused

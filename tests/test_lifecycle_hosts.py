@@ -25,12 +25,12 @@ import yaml
 from typer.testing import CliRunner
 
 from backups.runs import list_backups
-from erpcloud.cli import app
 from erpcloud.fleet import load_fleet
 from erpcloud.model import Customer, Environment
 from erpcloud.product import HEALTH_QUERY
 from erpcloud.render import PRODUCT_DATABASE, secret_name
 from erpcloud.ssh import connect, run
+from frontdoor.cli import app
 from lifecycle.dump import DumpError, MoveInRefused, read_dump
 from lifecycle.export import MANIFEST, export_customer, verify_export
 from lifecycle.movein import move_in

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from erpcloud.cli import app
 from erpcloud.model import Environment
+from frontdoor.cli import app
 from images import component
 from localtarget import image, machine, machines
 

@@ -26,10 +26,10 @@ from ssh_audit import exitcodes
 from typer.testing import CliRunner
 
 from erpcloud import policy, render
-from erpcloud.cli import app
 from erpcloud.model import Customer, Environment
 from erpcloud.render import render_user_data
 from erpcloud.ssh import HostKeyError, SshTarget, connect, run, run_as_root
+from frontdoor.cli import app
 from localtarget import image, machine, machines
 from localtarget.image import cloud_init_schema_in_image, output_of
 from localtarget.machines import MachineSetState

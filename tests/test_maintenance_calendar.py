@@ -12,8 +12,8 @@ import yaml
 from typer.testing import CliRunner
 
 from erpcloud import policy
-from erpcloud.cli import app
 from erpcloud.output import EXIT_BAD_INPUT
+from frontdoor.cli import app
 from maintenance.calendar import (
     CALENDAR_FILE,
     CalendarChange,

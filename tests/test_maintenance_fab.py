@@ -25,10 +25,10 @@ import pytest
 import typer
 import yaml
 
-from erpcloud.cli import app
 from erpcloud.fleet import load_fleet
 from erpcloud.model import Environment
 from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED
+from frontdoor.cli import app
 from localtarget.fleet import Fleet, boot_fleet, write_inventory
 from maintenance import tasks
 from maintenance.runner import utc_now

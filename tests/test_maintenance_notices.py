@@ -8,9 +8,9 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from erpcloud.cli import app
 from erpcloud.model import Customer
 from erpcloud.output import EXIT_BAD_INPUT
+from frontdoor.cli import app
 from maintenance.change import load_change
 from maintenance.notices import needs_notice, notice_problems, render_notices
 from maintenance.rules import ChangeCheck, check_change

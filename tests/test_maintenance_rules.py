@@ -13,9 +13,9 @@ import yaml
 from typer.testing import CliRunner
 
 from erpcloud import policy
-from erpcloud.cli import app
 from erpcloud.model import Customer, Environment
 from erpcloud.output import EXIT_BAD_INPUT, EXIT_WARNING
+from frontdoor.cli import app
 from maintenance.calendar import CalendarChange
 from maintenance.change import CHANGES_DIR, change_files, load_change
 from maintenance.errors import ChangeFileError

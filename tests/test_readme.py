@@ -12,7 +12,7 @@ import pytest
 import typer.main
 from invoke import Collection
 
-from erpcloud.cli import app
+from frontdoor.cli import app
 
 from .conftest import REPO_ROOT
 

@@ -289,7 +289,7 @@ def test_notices_show_data_centre_time_and_utc(
 def test_render_command_writes_and_validates_every_customer(tmp_path: Path):
     from typer.testing import CliRunner
 
-    from erpcloud.cli import app
+    from frontdoor.cli import app
 
     result = CliRunner().invoke(app, ["render", "acme-retail", "--out", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output

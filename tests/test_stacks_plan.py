@@ -10,9 +10,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from erpcloud.cli import app
 from erpcloud.model import Customer
 from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED
+from frontdoor.cli import app
 from localtarget.s3 import LocalAws
 from stacks.plan import (
     BUCKET_TYPE,
