@@ -10,6 +10,7 @@ Each refusal is a :class:`DocumentError` naming the file, the place and the rule
 from __future__ import annotations
 
 import stat
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,12 @@ def is_control(char: str) -> bool:
     """C0/C1 controls, DEL, and the Unicode line and paragraph separators."""
     code = ord(char)
     return code < 0x20 or 0x7F <= code <= 0x9F or code in (0x2028, 0x2029)
+
+
+def first_unprintable(text: str) -> str | None:
+    """The first control or invisible formatting character (Unicode ``Cf``: zero-width space,
+    byte-order mark, bidirectional overrides) of a one-line value, or None."""
+    return next((c for c in text if is_control(c) or unicodedata.category(c) == "Cf"), None)
 
 
 def read_yaml_document(path: Path, max_bytes: int = policy.MAX_DOCUMENT_BYTES) -> Any:

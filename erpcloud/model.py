@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from erpcloud import policy
-from erpcloud.documents import is_control
+from erpcloud.documents import first_unprintable
 from erpcloud.policy import Edition, Zone
 from erpcloud.sshkeys import SshPublicKey, parse_public_key
 from erpcloud.versions import ProductVersion, check_supported
@@ -93,7 +93,7 @@ def check_public_key(value: str) -> str:
 def check_free_text(value: str) -> str:
     """S20: free text (a company name, a reason) is one line of printable characters: it lands
     in unit files, notices and e-mail headers, where a control character changes the meaning."""
-    bad = next((c for c in value if is_control(c) or unicodedata.category(c) == "Cf"), None)
+    bad = first_unprintable(value)
     if bad is not None:
         raise ValueError(
             f"contains U+{ord(bad):04X} ({unicodedata.name(bad, 'a control character')}); "

@@ -85,18 +85,21 @@ def _systemd_text(value: object) -> str:
     return text.replace("%", "%%")
 
 
+def _systemd_quoted(text: str) -> str:
+    """A double-quoted word of a unit file: C-style ``\\`` and ``\"``, and ``%`` specifiers
+    escaped (systemd.syntax(7), systemd.unit(5))."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{escaped}"'
+
+
 def _systemd_environment(value: object, name: str) -> str:
     """One ``Environment=`` assignment, double-quoted (systemd.exec(5)): ``"NAME=value"``."""
-    text = _one_line(value, "a unit file")
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
-    return f'"{name}={escaped}"'
+    return _systemd_quoted(f"{name}={_one_line(value, 'a unit file')}")
 
 
 def _systemd_exec_word(value: object) -> str:
     """One word of an ``ExecStart=`` command line: quoted, with ``$`` and ``%`` escaped."""
-    text = _one_line(value, "a unit file")
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + escaped.replace("%", "%%").replace("$", "$$") + '"'
+    return _systemd_quoted(_one_line(value, "a unit file").replace("$", "$$"))
 
 
 def _ini_value(value: object) -> str:
@@ -480,10 +483,21 @@ def host_files(
 CLOUDWATCH_CONFIG_PATH: Final = "/opt/aws/amazon-cloudwatch-agent/etc/amazon-cloudwatch-agent.json"
 
 
+def _data_keys(name: str) -> tuple[str, ...]:
+    """The public keys in ``erpcloud/data/<name>`` (comments skipped), each parsed: a bad key
+    there must fail the render, not the boot."""
+    text = resources.files("erpcloud").joinpath(f"data/{name}").read_text()
+    keys = tuple(
+        line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
+    )
+    for key in keys:
+        parse_public_key(key)
+    return keys
+
+
 def support_ca_key() -> str:
     """The provider's support CA public key (``erpcloud/data/support-ca.pub``), parsed (P5)."""
-    text = resources.files("erpcloud").joinpath("data/support-ca.pub").read_text()
-    keys = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    keys = _data_keys("support-ca.pub")
     if len(keys) != 1:
         raise ValueError("erpcloud/data/support-ca.pub must hold exactly one key")
     return parse_public_key(keys[0]).openssh()
@@ -509,12 +523,7 @@ def support_access_files(customer: Customer, ca_public_key: str) -> list[HostFil
 
 def operations_keys() -> tuple[str, ...]:
     """The operations team's public keys (``erpcloud/data/operations-keys.pub``), each parsed."""
-    text = resources.files("erpcloud").joinpath("data/operations-keys.pub").read_text()
-    keys = tuple(
-        line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
-    )
-    for key in keys:
-        parse_public_key(key)  # a bad key here must fail the render, not the boot
+    keys = _data_keys("operations-keys.pub")
     if not keys:
         raise ValueError("erpcloud/data/operations-keys.pub holds no key")
     return keys

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import unicodedata
 from dataclasses import dataclass
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -16,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from erpcloud import policy
-from erpcloud.documents import is_control
+from erpcloud.documents import first_unprintable
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ def parse_public_key(line: str) -> SshPublicKey:
     options (issue 13: a newline in a comment must not add a second key).
     """
     stripped = line.strip()  # surrounding whitespace, a file's last newline: harmless
-    bad = next((c for c in stripped if is_control(c) or unicodedata.category(c) == "Cf"), None)
+    bad = first_unprintable(stripped)
     if bad is not None:
         raise ValueError(
             f"contains U+{ord(bad):04X}; a key is one line '<type> <base64> [comment]' of "

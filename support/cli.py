@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,7 @@ from erpcloud.documents import DocumentError
 from erpcloud.fleet import CUSTOMERS_DIR
 from erpcloud.model import check_free_text
 from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED, console, emit, fail
-from erpcloud.sites import local_customer
+from erpcloud.sites import LocalCustomer, local_customer
 from erpcloud.ssh import HostKeyError, connect, run_as_root
 from support.certs import SupportRefused, grant, revoke_script, revoked_key_line
 
@@ -27,15 +28,20 @@ support_app = typer.Typer(
 CustomerArg = Annotated[str, typer.Argument(help="Customer id (the file's stem).")]
 
 
-def _local_or(given: Path | None, customer_id: str, what: str, as_json: bool) -> Path:
+def _local_or(
+    given: Path | None,
+    customer_id: str,
+    option: str,
+    local_path: Callable[[LocalCustomer], Path],
+    as_json: bool,
+) -> Path:
     """What the option gives, else the customer's local machines' own (a CA, an inventory)."""
     if given is not None:
         return given
     found = local_customer(customer_id)
     if found is None:
-        fail(f"{customer_id}: no local machines; give {what}", as_json, EXIT_BAD_INPUT)
-    local = found[1]
-    return Path(local.support_ca_key) if what == "--ca-key" else local.inventory
+        fail(f"{customer_id}: no local machines; give {option}", as_json, EXIT_BAD_INPUT)
+    return local_path(found[1])
 
 
 @support_app.command("grant")
@@ -68,7 +74,7 @@ def grant_command(
         check_free_text(reason)
     except ValueError as exc:
         fail(f"--reason {exc}", as_json, EXIT_BAD_INPUT)
-    ca = _local_or(ca_key, customer.id, "--ca-key", as_json)
+    ca = _local_or(ca_key, customer.id, "--ca-key", lambda m: Path(m.support_ca_key), as_json)
     try:
         granted = grant(customer.id, engineer, key_file, ca, reason, timedelta(hours=hours), out)
     except SupportRefused as exc:
@@ -116,7 +122,7 @@ def revoke_command(
         line = revoked_key_line(certificate)
     except (ValueError, SupportRefused) as exc:
         fail(str(exc), as_json, EXIT_BAD_INPUT)
-    path = _local_or(inventory, customer.id, "--inventory", as_json)
+    path = _local_or(inventory, customer.id, "--inventory", lambda m: m.inventory, as_json)
     try:
         hosts_file = load_inventory(path, {customer.id: customer})
     except DocumentError as exc:
