@@ -18,17 +18,13 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Final
 
 from backups.info import BackupType
 from backups.runs import run_backups
 from erpcloud.audit import audit
 from erpcloud.model import Customer, LifecycleState
-from lifecycle.records import CustomerRecord, append_event
+from lifecycle.records import PURGED, TERMINATED, CustomerRecord, append_event
 from lifecycle.site import Site
-
-TERMINATED: Final = "terminated"
-PURGED: Final = "purged"
 
 
 class Due(StrEnum):

@@ -15,6 +15,7 @@ from typing import Any, Final, Protocol
 
 from erpcloud.model import Customer
 from erpcloud.sites import LocalSite, local_customer
+from lifecycle.purge import aws_purge_plan, destroy_local
 from stacks.plan import Plan
 
 NOT_RUN_LABEL: Final = (
@@ -64,8 +65,6 @@ class LocalPlatform:
         return PlatformAction(True, {"stopped": self.site.stop_instances(customer.id)})
 
     def destroy(self, customer: Customer, plan: Plan, progress: Progress) -> PlatformAction:
-        from lifecycle.purge import destroy_local
-
         return PlatformAction(True, destroy_local(self.site, customer.id, plan, progress))
 
 
@@ -87,8 +86,6 @@ class AwsPlatform:
         )
 
     def destroy(self, customer: Customer, plan: Plan, progress: Progress) -> PlatformAction:
-        from lifecycle.purge import aws_purge_plan
-
         progress("the plan of `pulumi destroy`, not run here")
         planned = aws_purge_plan(customer, plan)
         return PlatformAction(False, commands=planned["commands"], plan=planned)

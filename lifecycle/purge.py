@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import ClientError
 
@@ -30,10 +30,11 @@ from erpcloud import policy
 from erpcloud.audit import audit
 from erpcloud.model import Customer, LifecycleState
 from erpcloud.sites import LocalSite
-from lifecycle.due import PURGED
-from lifecycle.platform import Platform
-from lifecycle.records import append_event
+from lifecycle.records import PURGED, append_event
 from stacks.plan import BUCKET_TYPE, KMS_KEY_TYPE, SECRET_TYPE, Plan
+
+if TYPE_CHECKING:  # the platform calls this module's destroy steps: no import back at run time
+    from lifecycle.platform import Platform
 
 #: Resource types that hold the customer's data or protect it: listed first in an AWS plan.
 DATA_TYPES: Final = (

@@ -17,6 +17,10 @@ from pydantic import BaseModel, Field
 
 from erpcloud.files import write_atomic
 
+#: The events of a customer's end (S18), as the record names them.
+TERMINATED: Final = "terminated"
+PURGED: Final = "purged"
+
 LIFECYCLE_DIR_ENV: Final = "ERPCLOUD_LIFECYCLE_DIR"
 
 
