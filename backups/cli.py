@@ -22,6 +22,7 @@ from backups.fleetcheck import DEFAULT_WORKERS, FleetEntry, check_fleet
 from backups.gapcheck import GapCheckResult, Outcome, publish_metrics, verify
 from backups.info import BackupType
 from backups.pgbackrest import PgBackRestError
+from backups.recover import recover_bucket
 from backups.retention import ExpireReport, RetentionRefused, expire
 from backups.runs import list_backups, run_backups
 from backups.schedule import scheduled_type
@@ -415,8 +416,6 @@ def recover_deleted_command(
     """Bring both repositories back after a mass delete (issue 13, S6): remove the delete
     markers written since --since, so every object's newest version is current again. Run
     `backup verify` afterwards. Logged in the audit log."""
-    from backups.recover import recover_bucket
-
     customer = _customer(customer_id, directory, as_json)
     try:
         moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
