@@ -577,6 +577,11 @@ class Customer(Strict):
         )
 
     @property
+    def access_log_bucket_name(self) -> str:
+        """S5: the load balancers' access logs, in the primary region (both environments)."""
+        return f"erpcloud-{self.id}-alb-logs-{self.region}"
+
+    @property
     def stanza(self) -> str:
         """The pgBackRest stanza: one per customer (S6, S7)."""
         return self.id

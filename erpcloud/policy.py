@@ -422,6 +422,8 @@ ALARM_EVALUATION_PERIODS: Final = 3
 WAL_GAP_CHECK_INTERVAL: Final = timedelta(minutes=15)
 #: S5: the instance's logs (PostgreSQL, pgBackRest) stay this long in CloudWatch Logs (our choice).
 LOG_RETENTION_DAYS: Final = 90
+#: S5: the load balancers' access logs (who called the endpoint) stay as long as those logs.
+ACCESS_LOG_RETENTION_DAYS: Final = LOG_RETENTION_DAYS
 #: S6: a backup file pgBackRest expired (a noncurrent S3 version) stays recoverable this long,
 #: a safety net beyond the 30-day retention, never inside it (our choice).
 BACKUP_NONCURRENT_VERSION_DAYS: Final = BACKUP_RETENTION_DAYS + 14

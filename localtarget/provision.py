@@ -141,6 +141,13 @@ class _Provisioner:
             Bucket=r.inputs["bucket"], PublicAccessBlockConfiguration=config
         )
 
+    def ownership(self, r: PlannedResource) -> None:
+        rule = r.inputs["rule"]
+        self.aws.client("s3", r.aws_region).put_bucket_ownership_controls(
+            Bucket=r.inputs["bucket"],
+            OwnershipControls={"Rules": [{"ObjectOwnership": rule["objectOwnership"]}]},
+        )
+
     def lifecycle(self, r: PlannedResource) -> None:
         rules = [_lifecycle_rule(rule) for rule in r.inputs["rules"]]
         self.aws.client("s3", r.aws_region).put_bucket_lifecycle_configuration(
@@ -208,6 +215,7 @@ HANDLERS: Final[list[tuple[str, Callable[[_Provisioner, PlannedResource], None]]
         _Provisioner.encryption,
     ),
     ("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", _Provisioner.public_access),
+    ("aws:s3/bucketOwnershipControls:BucketOwnershipControls", _Provisioner.ownership),
     ("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", _Provisioner.lifecycle),
     ("aws:secretsmanager/secret:Secret", _Provisioner.secret),
     ("aws:secretsmanager/secretVersion:SecretVersion", _Provisioner.secret_version),

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from erpcloud import policy
 from erpcloud.model import Customer, source_address_counts
+from stacks.blocks.access_logs import ACCESS_LOG_ENCRYPTION
 from stacks.blocks.iam import RESOURCELESS_ACTIONS
 from stacks.plan import Plan, PlannedResource, iter_inputs
 from stacks.spec import REQUIRED_TAGS
@@ -117,8 +118,62 @@ def check_ssh_sources(plan: Plan, customer: Customer) -> list[str]:
     return found
 
 
+#: What every bucket of a stack has beside its encryption (the promise each serves).
+BUCKET_SETTINGS: Final = (
+    ("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "public access block"),
+    ("aws:s3/bucketPolicy:BucketPolicy", "TLS-only policy"),
+    ("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "lifecycle"),
+)
+BUCKET_VERSIONING: Final = ("aws:s3/bucketVersioning:BucketVersioning", "versioning")
+
+
+def _bucket_encryption_rules(plan: Plan, bucket: str) -> list[dict[str, Any]]:
+    return [
+        rule.get("applyServerSideEncryptionByDefault") or {}
+        for r in plan.of_type(
+            "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+        )
+        if r.inputs.get("bucket") == bucket
+        for rule in r.inputs.get("rules", [])
+    ]
+
+
+def check_buckets(plan: Plan, customer: Customer) -> list[str]:
+    """S6: backup buckets SSE-KMS with a customer key and versioned; S5: the access-log bucket
+    SSE-S3, the only encryption load balancers write to; every bucket private, TLS only, with a
+    lifecycle."""
+    found = []
+    settings_by_bucket: dict[str, set[str]] = {}
+    for resource in plan.resources:
+        if resource.type.startswith("aws:s3/bucket") and resource.type != "aws:s3/bucket:Bucket":
+            settings_by_bucket.setdefault(str(resource.inputs.get("bucket")), set()).add(
+                resource.type
+            )
+    for bucket in plan.of_type("aws:s3/bucket:Bucket"):
+        name = str(bucket.inputs.get("bucket"))
+        rules = _bucket_encryption_rules(plan, name)
+        needed = list(BUCKET_SETTINGS)
+        if name == customer.access_log_bucket_name:
+            if not rules or any(r.get("sseAlgorithm") != ACCESS_LOG_ENCRYPTION for r in rules):
+                found.append(f"bucket {name}: access logs not SSE-S3, ELB writes no other (S5)")
+            promise = "S5"
+        else:
+            if not rules or any(
+                r.get("sseAlgorithm") != "aws:kms" or not r.get("kmsMasterKeyId") for r in rules
+            ):
+                found.append(f"bucket {name}: not SSE-KMS with a customer key (S6)")
+            needed.append(BUCKET_VERSIONING)
+            promise = "S6"
+        settings = settings_by_bucket.get(name, set())
+        found += [
+            f"bucket {name}: no {what} ({promise})" for kind, what in needed if kind not in settings
+        ]
+    return found
+
+
 def check_encryption(plan: Plan, _customer: Customer) -> list[str]:
-    """S1/S6: every volume and bucket encrypted with a customer KMS key."""
+    """S1/S5: every volume encrypted with a customer KMS key, logs and topics encrypted,
+    explicit key policies (buckets: :func:`check_buckets`)."""
     found = []
     keys = {r.name for r in plan.of_type("aws:kms/key:Key")}
     for volume in plan.of_type("aws:ebs/volume:Volume"):
@@ -132,35 +187,6 @@ def check_encryption(plan: Plan, _customer: Customer) -> list[str]:
             found.append(f"{instance.name}: inline EBS devices escape the checks")
     if not keys and (plan.of_type("aws:ebs/volume:Volume") or plan.of_type("aws:s3/bucket:Bucket")):
         found.append("no customer KMS key (S1)")
-    buckets = {r.inputs.get("bucket"): r for r in plan.of_type("aws:s3/bucket:Bucket")}
-    by_bucket: dict[str, set[str]] = {}
-    for resource in plan.resources:
-        if resource.type.startswith("aws:s3/bucket") and resource.type != "aws:s3/bucket:Bucket":
-            by_bucket.setdefault(str(resource.inputs.get("bucket")), set()).add(resource.type)
-    for name in buckets:
-        settings = by_bucket.get(str(name), set())
-        sse = [
-            r
-            for r in plan.of_type(
-                "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
-            )
-            if r.inputs.get("bucket") == name
-        ]
-        rules = [rule for r in sse for rule in r.inputs.get("rules", [])]
-        if not rules or any(
-            (rule.get("applyServerSideEncryptionByDefault") or {}).get("sseAlgorithm") != "aws:kms"
-            or not (rule.get("applyServerSideEncryptionByDefault") or {}).get("kmsMasterKeyId")
-            for rule in rules
-        ):
-            found.append(f"bucket {name}: not SSE-KMS with a customer key (S6)")
-        for needed, promise in (
-            ("aws:s3/bucketVersioning:BucketVersioning", "versioning"),
-            ("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "public access block"),
-            ("aws:s3/bucketPolicy:BucketPolicy", "TLS-only policy"),
-            ("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "lifecycle"),
-        ):
-            if needed not in settings:
-                found.append(f"bucket {name}: no {promise} (S6)")
     for group in plan.of_type("aws:cloudwatch/logGroup:LogGroup"):
         if not group.inputs.get("kmsKeyId"):
             found.append(f"{group.name}: log group not encrypted with a customer key (S5)")
@@ -313,6 +339,7 @@ CHECKS: Final[tuple[Check, ...]] = (
     check_forbidden_ports,
     check_ssh_sources,
     check_encryption,
+    check_buckets,
     check_least_privilege,
     check_tags,
     check_structure,

@@ -111,7 +111,7 @@ def plan_command(
     """OFFLINE plan: the resources the customer's Pulumi program would register (no credentials)."""
     customer = load_valid_customer(customer_id, Path(directory), as_json)
     started = time.perf_counter()
-    from stacks.checks import run_checks
+    from stacks.checks import CHECKS, run_checks
     from stacks.plan import plan_customer
 
     try:
@@ -134,7 +134,8 @@ def plan_command(
             for violation in violations:
                 console.print(f"  {violation}", markup=False)
         else:
-            console.print("[green]promise checks passed[/] (ports, encryption, IAM, tags, S9, S10)")
+            names = ", ".join(check.__name__.removeprefix("check_") for check in CHECKS)
+            console.print(f"[green]promise checks passed[/] ({names})")
 
     emit(document, as_json, human)
     if violations:

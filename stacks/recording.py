@@ -360,6 +360,12 @@ def _caller_identity(_args: dict[str, Any], _region: str) -> dict[str, Any]:
     }
 
 
+def _load_balancer_account(_args: dict[str, Any], region: str) -> dict[str, Any]:
+    """The region's Elastic Load Balancing account (a placeholder, as every ARN here)."""
+    account = str(int(_digest(f"elb:{region}", 10), 16) % 10**12).zfill(12)
+    return {"id": account, "arn": f"arn:aws:iam::{account}:root", "region": region}
+
+
 #: Exactly the invokes the customer program and the image program make (and nothing else).
 PROGRAM_INVOKES: Final[Mapping[str, InvokeAnswer]] = {
     "aws:index/getAvailabilityZones:getAvailabilityZones": _availability_zones,
@@ -368,6 +374,7 @@ PROGRAM_INVOKES: Final[Mapping[str, InvokeAnswer]] = {
     "aws:secretsmanager/getSecret:getSecret": _existing_secret,
     "aws:secretsmanager/getSecretVersion:getSecretVersion": _existing_secret_version,
     "aws:index/getCallerIdentity:getCallerIdentity": _caller_identity,
+    "aws:elb/getServiceAccount:getServiceAccount": _load_balancer_account,
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import runpy
 import sys
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ from stacks.blocks.secrets import SecretSourceError, SecretValues
 from stacks.checks import (
     PRODUCTION_TYPE,
     TEST_TYPE,
+    check_buckets,
     check_encryption,
     check_forbidden_ports,
     check_least_privilege,
@@ -49,6 +51,7 @@ from stacks.checks import (
 from stacks.plan import Plan, plan_from_recording, record_customer
 from stacks.program import StackInputs, deploy
 from stacks.recording import (
+    ACCOUNT_ID,
     DuplicateUrn,
     Recording,
     Registration,
@@ -453,6 +456,92 @@ def test_test_environment_is_derived_at_most_half_without_monitoring_or_backups(
     }
 
 
+# --- S5: access logs -----------------------------------------------------------------------------
+@pytest.mark.parametrize(("customer_id", "preview"), CASES, ids=CASE_IDS)
+def test_both_load_balancers_log_access_to_a_private_sse_s3_bucket(
+    customer_id: str, preview: bool, runs, sample_fleet
+):
+    """Issue 13 item 5: each endpoint logs under its environment's prefix; ELB delivers only
+    there; SSE-S3 (the only encryption ELB writes to), private, TLS only, kept 90 days."""
+    recording = runs[(customer_id, preview)]
+    customer = sample_fleet[customer_id]
+    name = customer.access_log_bucket_name
+    (bucket,) = [b for b in recording.of_type("aws:s3/bucket:Bucket") if b.inputs["bucket"] == name]
+    assert recording.region_of(bucket) == customer.region
+
+    def setting(token: str) -> Registration:
+        (found,) = [r for r in recording.of_type(token) if r.inputs["bucket"] == name]
+        return found
+
+    by_component = {
+        environment: one(recording, "aws:lb/loadBalancer:LoadBalancer", component)
+        for component, environment in ENVIRONMENTS
+    }
+    bucket_policy = setting("aws:s3/bucketPolicy:BucketPolicy")
+    for environment, balancer in by_component.items():
+        assert balancer.inputs["accessLogs"] == {
+            "bucket": name,
+            "prefix": environment.value,
+            "enabled": True,
+        }
+        assert bucket_policy.urn in balancer.dependencies  # the policy first, or ELB refuses
+    (elb_account,) = [i for i in recording.invokes if i.token.endswith("getServiceAccount")]
+    provider = recording.by_urn()[elb_account.provider_ref.rsplit("::", 1)[0]]
+    assert provider.inputs["region"] == customer.region
+    delivery = statements(bucket_policy)["LoadBalancerLogDelivery"]
+    # The region's Elastic Load Balancing account (placeholder digits offline), not ours.
+    principal = delivery["Principal"]["AWS"]
+    assert re.fullmatch(r"arn:aws:iam::\d{12}:root", principal) and ACCOUNT_ID not in principal
+    assert delivery["Action"] == ["s3:PutObject"]
+    assert sorted(delivery["Resource"]) == [
+        f"{bucket.outputs['arn']}/{environment.value}/AWSLogs/{ACCOUNT_ID}/*"
+        for environment in sorted(Environment, key=lambda e: e.value)
+    ]
+    assert statements(bucket_policy)["DenyInsecureTransport"]["Effect"] == "Deny"
+    sse = setting(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    )
+    assert sse.inputs["rules"] == [
+        {"applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"}}
+    ]
+    ownership = setting("aws:s3/bucketOwnershipControls:BucketOwnershipControls")
+    assert ownership.inputs["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
+    block = setting("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+    assert all(block[k] is True for k in ("blockPublicAcls", "blockPublicPolicy"))
+    (rule,) = setting("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs[
+        "rules"
+    ]
+    assert rule["expiration"] == {"days": policy.ACCESS_LOG_RETENTION_DAYS}
+
+
+def test_a_bucket_without_its_settings_is_caught(sample_fleet):
+    """check_buckets: a stray bucket with nothing set, and a KMS-encrypted access-log bucket."""
+    customer = sample_fleet["acme-retail"]
+
+    def weakened() -> None:
+        stack = deploy(customer, sentinel_inputs(customer))
+        opts = pulumi.ResourceOptions(parent=stack.production)
+        aws.s3.Bucket(f"{customer.id}-stray", bucket="erpcloud-stray", opts=opts)
+
+    plan = plan_from_recording(customer.id, run_program(weakened, stack=customer.id))
+    assert sorted(check_buckets(plan, customer)) == [
+        "bucket erpcloud-stray: no TLS-only policy (S6)",
+        "bucket erpcloud-stray: no lifecycle (S6)",
+        "bucket erpcloud-stray: no public access block (S6)",
+        "bucket erpcloud-stray: no versioning (S6)",
+        "bucket erpcloud-stray: not SSE-KMS with a customer key (S6)",
+    ]
+    logs = customer.access_log_bucket_name
+    for resource in plan.resources:
+        if resource.inputs.get("bucket") == logs and "Encryption" in resource.type:
+            resource.inputs["rules"] = [
+                {"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}
+            ]
+    assert f"bucket {logs}: access logs not SSE-S3, ELB writes no other (S5)" in check_buckets(
+        plan, customer
+    )
+
+
 # --- S6/S7: backups -------------------------------------------------------------------------------
 @pytest.mark.parametrize(("customer_id", "preview"), CASES, ids=CASE_IDS)
 def test_backup_buckets_in_two_regions_encrypted_versioned_private_tls_only(
@@ -462,7 +551,8 @@ def test_backup_buckets_in_two_regions_encrypted_versioned_private_tls_only(
     customer = sample_fleet[customer_id]
     buckets = {b.inputs["bucket"]: b for b in recording.of_type("aws:s3/bucket:Bucket")}
     primary_name, copy_name = customer.backup_bucket_names
-    assert set(buckets) == {primary_name, copy_name}
+    assert set(buckets) == {primary_name, copy_name, customer.access_log_bucket_name}
+    del buckets[customer.access_log_bucket_name]  # S5, below
     assert recording.region_of(buckets[primary_name]) == customer.region
     assert recording.region_of(buckets[copy_name]) == customer.backup_copy_region
     keys_by_region = {
@@ -531,7 +621,11 @@ def test_instance_role_is_least_privilege(
     trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
     assert [s["Principal"] for s in trust] == [{"Service": "ec2.amazonaws.com"}]
     grants = statements(recording.named(f"{customer_id}-role-policy"))
-    bucket_arns = sorted(b.outputs["arn"] for b in recording.of_type("aws:s3/bucket:Bucket"))
+    bucket_arns = sorted(
+        b.outputs["arn"]
+        for b in recording.of_type("aws:s3/bucket:Bucket")
+        if b.inputs["bucket"] in customer.backup_bucket_names  # not the access logs (ELB's)
+    )
     assert sorted(as_list(grants["ListOwnBackupBuckets"]["Action"])) == sorted(
         BACKUP_BUCKET_ACTIONS
     )

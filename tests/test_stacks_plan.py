@@ -64,7 +64,11 @@ def test_the_plan_carries_what_an_emulator_needs_to_create_the_customers_storage
     customer = sample_fleet["acme-retail"]
     buckets = {b.inputs["bucket"]: b.region for b in acme_plan.of_type(BUCKET_TYPE)}
     primary, copy = customer.backup_bucket_names
-    assert buckets == {primary: customer.region, copy: customer.backup_copy_region}
+    assert buckets == {
+        primary: customer.region,
+        copy: customer.backup_copy_region,
+        customer.access_log_bucket_name: customer.region,
+    }
     keys = {k.region: k.inputs["enableKeyRotation"] for k in acme_plan.of_type(KMS_KEY_TYPE)}
     assert keys == {customer.region: True, customer.backup_copy_region: True}
     secrets = {s.inputs["name"] for s in acme_plan.of_type(SECRET_TYPE)}

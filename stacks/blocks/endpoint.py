@@ -11,6 +11,7 @@ import pulumi_aws as aws
 
 from erpcloud import policy
 from stacks.blocks import child
+from stacks.blocks.access_logs import AccessLogs
 from stacks.blocks.firewall import Firewall
 from stacks.blocks.network import Network
 from stacks.spec import EnvironmentSpec
@@ -35,6 +36,7 @@ def endpoint(
     firewall: Firewall,
     zone_id: pulumi.Input[str],
     instance_id: pulumi.Input[str],
+    access_logs: AccessLogs,
 ) -> Endpoint:
     opts = child(owner, provider)
     certificate = aws.acm.Certificate(
@@ -67,8 +69,9 @@ def endpoint(
         security_groups=[firewall.load_balancer_group.id],
         subnets=network.subnet_ids,
         drop_invalid_header_fields=True,
+        access_logs=access_logs.settings(spec.environment.value),
         tags=spec.tags("S3"),
-        opts=opts,
+        opts=child(owner, provider, depends_on=[access_logs.policy]),
     )
     target_group = aws.lb.TargetGroup(
         f"{name}-targets",

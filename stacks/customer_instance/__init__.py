@@ -15,9 +15,10 @@ import pulumi
 import pulumi_aws as aws
 
 from erpcloud import policy
-from erpcloud.model import Customer
+from erpcloud.model import Customer, Environment
 from erpcloud.render import METRICS_NAMESPACE
 from stacks.blocks import child
+from stacks.blocks.access_logs import AccessLogs, access_log_bucket
 from stacks.blocks.backups import BackupBucket, backup_bucket
 from stacks.blocks.elasticity import elasticity
 from stacks.blocks.endpoint import endpoint
@@ -60,6 +61,7 @@ class CustomerInstance(pulumi.ComponentResource):
     instance_id: pulumi.Output[str]
     ops_topic_arn: pulumi.Output[str]
     backup_buckets: tuple[BackupBucket, BackupBucket]
+    access_logs: AccessLogs
     network: Network
     key_arn: pulumi.Output[str]
     secrets: CustomerSecrets
@@ -148,6 +150,14 @@ class CustomerInstance(pulumi.ComponentResource):
             role_policy=role_policy,
             boot_after=self.secrets.versions,
         )
+        self.access_logs = access_log_bucket(
+            self,
+            name,
+            spec,
+            primary,
+            account_id=args.account_id,
+            prefixes=[environment.value for environment in Environment],
+        )
         front = endpoint(
             self,
             name,
@@ -157,6 +167,7 @@ class CustomerInstance(pulumi.ComponentResource):
             firewall=walls,
             zone_id=args.zone_id,
             instance_id=machine.instance.id,
+            access_logs=self.access_logs,
         )
         topic = monitoring(
             self, name, spec, primary, server=machine, endpoint=front, key_arn=key.arn

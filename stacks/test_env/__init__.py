@@ -16,6 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from erpcloud.model import Customer
+from stacks.blocks.access_logs import AccessLogs
 from stacks.blocks.endpoint import endpoint
 from stacks.blocks.firewall import firewall
 from stacks.blocks.iam import as_json, instance_policy
@@ -43,6 +44,8 @@ class TestEnvironmentArgs:
     #: What production's secrets are made from: the test environment's copy of the activation
     #: key comes from the same source; its database password is its own.
     secret_values: SecretValues
+    #: Production's access-log bucket: the test endpoint logs there under its own prefix.
+    access_logs: AccessLogs
     today: date = field(default_factory=date.today)
 
     @classmethod
@@ -57,6 +60,7 @@ class TestEnvironmentArgs:
             network=production.network,
             key_arn=production.key_arn,
             secret_values=args.secret_values,
+            access_logs=production.access_logs,
             today=args.today,
         )
 
@@ -110,6 +114,7 @@ class TestEnvironment(pulumi.ComponentResource):
             firewall=walls,
             zone_id=args.zone_id,
             instance_id=machine.instance.id,
+            access_logs=args.access_logs,
         )
         self.url = pulumi.Output.from_input(spec.url)
         self.ssh_host = machine.address.public_ip
