@@ -45,7 +45,7 @@ from erpcloud.fleet import CUSTOMERS_DIR
 from erpcloud.model import Customer
 from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED, console, emit, fail
 from erpcloud.render import render_gap_check_units
-from erpcloud.sites import local_customer
+from erpcloud.sites import StandInDown, aws_client_for
 from erpcloud.ssh import HostKeyError
 from maintenance.errors import ChangeFileError
 
@@ -422,18 +422,13 @@ def recover_deleted_command(
     except ValueError:
         fail(f"--since: {since!r} is not an ISO 8601 time", as_json, EXIT_BAD_INPUT)
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    found = local_customer(customer.id)
     regions = (customer.region, customer.backup_copy_region)
     results = []
     for bucket, region in zip(customer.backup_bucket_names, regions, strict=True):
-        if found is not None:
-            s3 = found[0].aws_client(customer.id, "s3", region)
-            if s3 is None:
-                fail(f"{customer.id}: the local AWS stand-in is not running", as_json)
-        else:
-            import boto3
-
-            s3 = boto3.client("s3", region_name=region)
+        try:
+            s3 = aws_client_for(customer.id, "s3", region)
+        except StandInDown as exc:
+            fail(str(exc), as_json)
         results.append(recover_bucket(s3, bucket, region, moment, dry_run=dry_run))
     audit(
         {

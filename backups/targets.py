@@ -14,13 +14,15 @@ import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from backups.pgbackrest import PgBackRest, SshPgBackRest
+from erpcloud.inventory import load_inventory, write_known_hosts
 from erpcloud.model import Customer, Environment
 from erpcloud.render import HostLayout
-from erpcloud.sites import local_customer
+from erpcloud.sites import aws_client_for, local_customer
 
 
 @dataclass
@@ -42,12 +44,11 @@ def local_backup_target(customer: Customer) -> BackupTarget:
             f"no local machines for {customer.id!r} (run `erpcloud local up {customer.id}`, "
             "or give --inventory)"
         )
-    site, found = local
+    _site, found = local
     try:
         target = inventory_backup_target(customer, found.inventory, {customer.id: customer})
-    except ValueError as exc:  # an invalid inventory (ChangeFileError is one)
+    except ValueError as exc:  # an invalid inventory (a DocumentError is one)
         raise RuntimeError(f"{found.inventory}: {exc}") from None
-    target.cloudwatch = lambda region: site.aws_client(customer.id, "cloudwatch", region)
     target.via = f"{found.description}, {target.via}"
     return target
 
@@ -57,12 +58,9 @@ def inventory_backup_targets(
 ) -> dict[str, BackupTarget]:
     """Every production host with a pgBackRest stanza in the inventory, by customer id.
 
-    Raises :class:`maintenance.errors.ChangeFileError` for an invalid inventory and
+    Raises :class:`erpcloud.documents.DocumentError` for an invalid inventory and
     ``ValueError`` where a host's stanza is not its customer's."""
-    import boto3
-
     from erpcloud.aws import emulator_pgbackrest_env
-    from maintenance.inventory import load_inventory, write_known_hosts
 
     inventory = load_inventory(inventory_file, fleet)
     folder = Path(tempfile.mkdtemp(prefix="erpcloud-backup-ssh-"))
@@ -89,7 +87,7 @@ def inventory_backup_targets(
         ssh = inventory.target(host, known_hosts)
         targets[customer.id] = BackupTarget(
             SshPgBackRest(ssh, customer.stanza, layout, env),
-            lambda region: boto3.client("cloudwatch", region_name=region),
+            partial(aws_client_for, customer.id, "cloudwatch"),
             via=f"{host.name} over SSH ({ssh.user}@{ssh.host}:{ssh.port})",
         )
     return targets

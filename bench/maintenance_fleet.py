@@ -32,12 +32,12 @@ import yaml
 from bench.common import write_result
 from erpcloud import policy
 from erpcloud.fleet import load_fleet
+from erpcloud.inventory import load_inventory, write_known_hosts
 from erpcloud.model import Customer, Environment
 from erpcloud.ssh import connect, run
 from localtarget.fleet import Fleet, boot_fleet, write_inventory
 from localtarget.processes import make_state_root
 from maintenance.change import load_change
-from maintenance.inventory import load_inventory, write_known_hosts
 from maintenance.records import HostStatus, RunStore
 from maintenance.rules import check_change
 from maintenance.runner import RunInputs, RunOptions, apply_change, utc_now

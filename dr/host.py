@@ -29,10 +29,10 @@ from backups.pgbackrest import CommandResult
 from dr.model import DrillHostRecord
 from dr.sql import psql_argv
 from erpcloud.files import write_atomic
+from erpcloud.inventory import AbsolutePath, SshEndpoint, Strict, check_host_key
 from erpcloud.render import HostLayout
 from erpcloud.ssh import HostKeyError, SshTarget, connect, known_hosts_line, run, run_as_root
 from maintenance.errors import ChangeFileError, errors_from_validation, read_yaml
-from maintenance.inventory import AbsolutePath, SshEndpoint, Strict, check_host_key
 
 if TYPE_CHECKING:
     from fabric import Connection

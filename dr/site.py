@@ -28,6 +28,7 @@ from dr.host import (
 from dr.model import DrillHostRecord, RepoChoice
 from dr.plan import DrillRefused
 from erpcloud import policy
+from erpcloud.inventory import load_inventory, write_known_hosts
 from erpcloud.model import Customer, Environment
 from erpcloud.render import S3Repo, aws_repos
 
@@ -73,8 +74,6 @@ def production_from_inventory(
 ) -> DatabaseAccess:
     """Production's database host from the maintenance inventory (P4), its key pinned;
     ``pg_version`` is the PostgreSQL it runs (its programs' folder)."""
-    from maintenance.inventory import load_inventory, write_known_hosts
-
     inventory = load_inventory(path, {customer.id: customer})
     host = next(
         (

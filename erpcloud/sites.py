@@ -82,3 +82,25 @@ def local_customer(customer_id: str) -> tuple[LocalSite, LocalCustomer] | None:
     site = _registered
     found = site.find(customer_id) if site is not None else None
     return None if site is None or found is None else (site, found)
+
+
+class StandInDown(RuntimeError):
+    """The local site holds the customer, but its AWS stand-in is not running."""
+
+
+def aws_client_for(customer_id: str, service: str, region: str) -> Any:
+    """A boto3 client where the customer's data is: the local site's AWS stand-in when it holds
+    the customer, else AWS through boto3's own configuration (the operations role).
+
+    Raises :class:`StandInDown` when the local stand-in holding the customer is not running:
+    falling back to AWS then would act on another copy of the data."""
+    found = local_customer(customer_id)
+    if found is None:
+        import boto3
+
+        return boto3.client(service, region_name=region)
+    site, _machines = found
+    client = site.aws_client(customer_id, service, region)
+    if client is None:
+        raise StandInDown(f"{customer_id}: the local AWS stand-in is not running")
+    return client

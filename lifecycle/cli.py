@@ -28,6 +28,7 @@ from erpcloud.cli_common import (
 )
 from erpcloud.files import write_atomic
 from erpcloud.fleet import CUSTOMERS_DIR, CustomerFileError
+from erpcloud.inventory import parse_inventory
 from erpcloud.model import Customer, Lifecycle
 from erpcloud.output import (
     EXIT_BAD_INPUT,
@@ -63,7 +64,6 @@ from lifecycle.records import LIFECYCLE_DIR_ENV, load_record
 from lifecycle.remote import RemoteError
 from lifecycle.site import SiteError, resolve_site
 from maintenance.errors import ChangeFileError
-from maintenance.inventory import parse_inventory
 
 CustomerArg = Annotated[str, typer.Argument(help="Customer id (the file's stem).")]
 TodayOption = Annotated[

@@ -8,7 +8,7 @@ running locally (:mod:`erpcloud.sites`). No password is ever listed: the databas
 *secret name* is, where the stack exports it.
 
 :func:`maintenance_document` writes the same hosts in the maintenance runner's inventory format
-(:mod:`maintenance.inventory`) for the hosts whose SSH endpoint and pinned host key are known:
+(:mod:`erpcloud.inventory`) for the hosts whose SSH endpoint and pinned host key are known:
 the local machines' own, and stack outputs with a key pinned in a known_hosts file (read from the
 instance's console output at first boot). Other customers are skipped, with a note.
 """

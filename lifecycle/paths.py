@@ -3,7 +3,7 @@
 One place for these paths: the export and the move-in read them from here. Production hosts use
 them as they are (``host_root`` ``/``), the local machines too; the host-process stand-in's hosts
 put them below their own state folder, their ``host_root`` in the inventory
-(:mod:`maintenance.inventory`).
+(:mod:`erpcloud.inventory`).
 """
 
 from __future__ import annotations

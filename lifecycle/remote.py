@@ -16,9 +16,9 @@ from pathlib import Path
 from fabric import Connection
 from paramiko import SFTPClient
 
+from erpcloud.inventory import Database
 from erpcloud.ssh import SshTarget, result_summary, run_as_root
 from lifecycle.dump import DumpError, Shell
-from maintenance.inventory import Database
 
 q = shlex.quote
 #: (file name, bytes done, bytes in all): progress of a transfer.

@@ -1,6 +1,6 @@
 """A customer's production host as the lifecycle operations reach it (a "site").
 
-Found in an inventory in the maintenance runner's format (:mod:`maintenance.inventory`): the
+Found in an inventory in the maintenance runner's format (:mod:`erpcloud.inventory`): the
 local machines' own (``erpcloud local up`` writes one; :mod:`erpcloud.sites`), or the
 fleet's, written by ``erpcloud inventory --out`` from the stacks' outputs. Either way the
 connection uses the pinned host key of that file, the database and pgBackRest settings come
@@ -13,14 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backups.pgbackrest import SshPgBackRest
-from erpcloud.model import Customer, Environment
-from erpcloud.render import HostLayout
-from erpcloud.sites import local_customer
-from erpcloud.ssh import SshTarget
-from lifecycle.paths import HostPaths
-from lifecycle.platform import AwsPlatform, LocalPlatform, Platform
-from maintenance.errors import ChangeFileError
-from maintenance.inventory import (
+from erpcloud.inventory import (
     INVENTORY_FILE,
     Database,
     Inventory,
@@ -28,6 +21,13 @@ from maintenance.inventory import (
     load_inventory,
     write_known_hosts,
 )
+from erpcloud.model import Customer, Environment
+from erpcloud.render import HostLayout
+from erpcloud.sites import local_customer
+from erpcloud.ssh import SshTarget
+from lifecycle.paths import HostPaths
+from lifecycle.platform import AwsPlatform, LocalPlatform, Platform
+from maintenance.errors import ChangeFileError
 
 
 class SiteError(RuntimeError):

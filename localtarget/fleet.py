@@ -11,7 +11,7 @@ no unit may have failed.
 
 The machines boot at once (:func:`boot_fleet`) and are powered off and removed by
 :meth:`Fleet.teardown`. Which customer and environment a machine serves is the inventory's say
-(:meth:`Fleet.host`, :func:`write_inventory`, the format of :mod:`maintenance.inventory`), so
+(:meth:`Fleet.host`, :func:`write_inventory`, the format of :mod:`erpcloud.inventory`), so
 one fleet serves several inventories, each under a ``host_root`` of its own on every machine.
 """
 
@@ -55,7 +55,7 @@ class FleetError(machine.MachineError):
 
 # --- the inventory ------------------------------------------------------------------------------
 class InventoryEntry(Protocol):
-    """A host of an inventory: its ``hosts[]`` entry in :mod:`maintenance.inventory`'s format."""
+    """A host of an inventory: its ``hosts[]`` entry in :mod:`erpcloud.inventory`'s format."""
 
     def entry(self) -> dict[str, Any]: ...
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from erpcloud import policy
 from erpcloud.aws import emulator_pgbackrest_env
+from erpcloud.inventory import Database, InventoryHost
 from erpcloud.model import Environment
-from maintenance.inventory import Database, InventoryHost
 from maintenance.records import CheckRecord, CheckStatus
 from maintenance.steps import Step
 

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from erpcloud import policy
+from erpcloud.inventory import Inventory, InventoryHost
 from erpcloud.model import Customer, Environment
-from maintenance.inventory import Inventory, InventoryHost
 
 
 class PlanError(ValueError):

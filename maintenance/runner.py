@@ -23,6 +23,7 @@ from fabric import Connection
 from invoke.exceptions import CommandTimedOut
 
 from erpcloud import policy
+from erpcloud.inventory import Inventory, InventoryHost, write_known_hosts
 from erpcloud.model import Customer
 from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_WARNING
 from erpcloud.ssh import HostKeyError, connect, result_summary, run, run_as_root
@@ -35,7 +36,6 @@ from maintenance.checks import (
     postcheck_script,
     precheck_script,
 )
-from maintenance.inventory import Inventory, InventoryHost, write_known_hosts
 from maintenance.notices import notice_problems
 from maintenance.planner import Plan, plan_waves, select_hosts
 from maintenance.records import (

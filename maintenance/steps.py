@@ -26,8 +26,8 @@ from typing import Annotated, Any, ClassVar, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from erpcloud import policy
+from erpcloud.inventory import Database
 from erpcloud.model import check_region_name
-from maintenance.inventory import Database
 
 q = shlex.quote
 

@@ -45,7 +45,7 @@ CONFIG: dict[str, Any] = {
 }
 
 PATH_HELP = {
-    "inventory": "Inventory file (default: config maintenance.inventory).",
+    "inventory": "Inventory file (default: config erpcloud.inventory).",
     "customers": "Folder of customer files.",
     "runs": "Folder of run records and reports.",
     "notices": "Folder of rendered notices.",

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from erpcloud.fleet import CUSTOMERS_DIR, load_fleet
+from erpcloud.inventory import INVENTORY_FILE, Inventory, load_inventory
 from erpcloud.model import Customer
 from maintenance.calendar import CALENDAR_FILE, CalendarChange, load_calendar_changes
 from maintenance.change import CHANGES_DIR, find_change, load_change
 from maintenance.errors import ChangeFileError
-from maintenance.inventory import INVENTORY_FILE, Inventory, load_inventory
 from maintenance.notices import NOTICES_DIR
 from maintenance.records import RUNS_DIR, RunStore
 from maintenance.rules import ChangeCheck, check_change

@@ -15,6 +15,7 @@ from erpcloud.audit import audit
 from erpcloud.cli_common import CustomersDir, JsonFlag, load_valid_customer
 from erpcloud.documents import DocumentError
 from erpcloud.fleet import CUSTOMERS_DIR
+from erpcloud.inventory import load_inventory, write_known_hosts
 from erpcloud.model import check_free_text
 from erpcloud.output import EXIT_BAD_INPUT, EXIT_FAILED, console, emit, fail
 from erpcloud.sites import LocalCustomer, local_customer
@@ -114,8 +115,6 @@ def revoke_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Refuse the certificate's key on every machine of the customer now (before it expires)."""
-    from maintenance.inventory import load_inventory, write_known_hosts
-
     customer = load_valid_customer(customer_id, directory, as_json)
     try:
         check_free_text(reason)

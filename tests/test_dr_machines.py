@@ -50,6 +50,7 @@ from typer.testing import CliRunner
 
 from backups.info import BackupSet
 from backups.pgbackrest import SshPgBackRest
+from backups.recover import recover_bucket
 from backups.runs import CONCURRENT_REPOSITORIES_FROM, list_backups, pgbackrest_version
 from dr.drill import DrillRequest, run_drill
 from dr.host import DrillHostSpec, Shell, host_from_command_line
@@ -425,6 +426,54 @@ class TestFaults:
         )
         assert_failed(report, drills_dir, "plan", "is in the future")
         assert report.drill_host is None  # refused before any host was touched
+        assert_untouched(booted)
+
+    def test_a_mass_delete_of_the_copy_repository_is_recovered_then_verified_and_drilled(
+        self, booted: Booted, drills_dir: Path, given_drill_host: DrillHostSpec
+    ):
+        """Issue 13 item 5: all a compromised instance can do to its versioned repository is
+        put delete markers over it (``tests/test_iam_enforcement.py``: its role may do no more).
+        One command brings it back; then the gap check passes and a drill restores from it."""
+        customer = booted.customer
+        client, bucket = copy_bucket(booted)
+        common = ["--customers", str(booted.customers_dir), "--json"]
+        time.sleep(1.1)  # S3 listings give whole seconds: no older object falls after `since`
+        since = datetime.now(UTC)
+        deleted = sorted(bucket_keys(client, bucket, "pgbackrest/"))
+        for key in deleted:
+            client.delete_object(Bucket=bucket, Key=key)
+        try:
+            assert not bucket_keys(client, bucket, "pgbackrest/backup/")
+            broken = CliRunner().invoke(
+                app, ["backup", "verify", customer.id, "--inventory", booted.state.inventory,
+                      *common],
+            )  # fmt: skip
+            assert broken.exit_code == EXIT_FAILED, broken.output
+            recovered = CliRunner().invoke(
+                app, ["backup", "recover-deleted", customer.id, "--since", since.isoformat(),
+                      *common],
+            )  # fmt: skip
+        finally:  # whatever failed above, the later tests get their repository back
+            recover_bucket(client, bucket, customer.backup_copy_region, since)
+        assert recovered.exit_code == 0, recovered.output
+        restored = {b["bucket"]: b["restored"] for b in json.loads(recovered.output)["buckets"]}
+        assert restored == {customer.backup_bucket_names[0]: [], bucket: deleted}
+        assert set(deleted) <= set(bucket_keys(client, bucket, "pgbackrest/"))
+
+        # archive-push retries what the copy region refused meanwhile: wait for it to catch up.
+        deadline = time.monotonic() + 120
+        while True:
+            verified = CliRunner().invoke(
+                app, ["backup", "verify", customer.id, "--inventory", booted.state.inventory,
+                      *common],
+            )  # fmt: skip
+            status = json.loads(verified.output).get("status")
+            if status == "OK" or time.monotonic() > deadline:
+                break
+            time.sleep(5)
+        assert verified.exit_code == 0 and status == "OK", verified.output
+        report = self.drill(booted, drills_dir, given_drill_host, mode=DrillMode.LATEST)
+        assert report.status is DrillStatus.PASSED, (report.failed_step, report.error)
         assert_untouched(booted)
 
 

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from backups.runs import list_backups
 from erpcloud.fleet import load_fleet
+from erpcloud.inventory import load_inventory, write_known_hosts
 from erpcloud.model import Customer, Environment
 from erpcloud.product import HEALTH_QUERY
 from erpcloud.render import PRODUCT_DATABASE, secret_name
@@ -38,7 +39,6 @@ from lifecycle.site import Site, resolve_site
 from localtarget import machines, onmachine, sampledata
 from localtarget.machines import MachineSetState
 from localtarget.postgres import PG_BIN, PostgresCluster
-from maintenance.inventory import load_inventory, write_known_hosts
 from stacks.plan import plan_customer
 
 from .conftest import CUSTOMERS, REPO_ROOT

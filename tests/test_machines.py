@@ -6,6 +6,8 @@ One customer's two machines are booted once for the module; a failing boot gets 
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import shlex
 import socket
@@ -442,6 +444,70 @@ def _auth_types(address: str, known_hosts: str) -> list[str]:
         return ["none"]
     finally:
         transport.close()
+
+
+@contextlib.contextmanager
+def office_namespace(state: MachineSetState, environment: Environment, cidr: str) -> Iterator[str]:
+    """A network namespace of ours on the target's bridge with the first host address of
+    ``cidr`` (a customer's office), and an on-link route to it on the machine; removed after."""
+    record = state.machines[environment]
+    office, veth = f"erp-office{state.network_index}", f"vo-office{state.network_index}"
+    address = next(ipaddress.ip_network(cidr).hosts())
+    steps = [
+        ["ip", "netns", "add", office],
+        ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", office],
+        ["ip", "link", "set", veth, "master", state.network.bridge, "up"],
+        ["ip", "-n", office, "addr", "add", f"{address}/{ipaddress.ip_network(cidr).prefixlen}",
+         "dev", "eth0"],
+        ["ip", "-n", office, "link", "set", "eth0", "up"],
+        ["ip", "-n", office, "route", "add", f"{record.address}/32", "dev", "eth0"],
+        ["ip", "-n", record.netns, "route", "add", cidr, "dev", "host0"],
+    ]  # fmt: skip
+    try:
+        for step in steps:
+            subprocess.run(step, check=True, capture_output=True, timeout=30)
+        yield office
+    finally:
+        subprocess.run(["ip", "-n", record.netns, "route", "del", cidr], capture_output=True)
+        subprocess.run(["ip", "link", "del", veth], capture_output=True)
+        subprocess.run(["ip", "netns", "del", office], capture_output=True)
+
+
+def test_customer_users_log_in_only_from_the_customers_networks(booted, tmp_path):
+    """S4/S20, issue 13 item 6, at run time: ``AllowUsers user@cidr`` as sshd applies it. The
+    samples carry no customer's private key, so a fresh key is added for the customer's user on
+    the test machine. From an address in the customer's first network (an office namespace of
+    ours on the bridge) the user logs in; from the host, outside the customer's networks, the
+    same key is refused."""
+    customer, state = booted
+    user = customer.ssh.users[0].name
+    record = state.machines[Environment.TEST]
+    key_file = tmp_path / "customer_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test", "-f", str(key_file)],
+        check=True,
+    )
+    public = key_file.with_suffix(".pub").read_text().strip()
+    _sh(
+        state,
+        Environment.TEST,
+        f"echo {shlex.quote(public)} >> ~{user}/.ssh/authorized_keys",
+        root=True,
+    )
+    login = [
+        "ssh", "-i", str(key_file), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+        "-o", f"UserKnownHostsFile={state.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+        "-o", "ConnectTimeout=10", f"{user}@{record.address}", "id -un",
+    ]  # fmt: skip
+    with office_namespace(state, Environment.TEST, customer.ssh.allowed_cidrs[0]) as office:
+        inside = subprocess.run(
+            ["ip", "netns", "exec", office, *login], capture_output=True, text=True, timeout=60
+        )
+    assert inside.returncode == 0 and inside.stdout.strip() == user, inside.stderr
+    outside = subprocess.run(login, capture_output=True, text=True, timeout=60)
+    assert outside.returncode == 255 and "Permission denied" in outside.stderr, outside.stderr
+    journal = _sh(state, Environment.TEST, "journalctl -u ssh --no-pager -n 50", root=True)
+    assert f"User {user} from {state.network.host_address} not allowed" in journal
 
 
 def test_root_and_password_logins_are_refused(booted):

@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 import yaml
 
+from erpcloud.inventory import load_inventory
 from erpcloud.model import Customer, Environment
 from erpcloud.render import HostLayout
 from localtarget import machines
 from localtarget.machines import MachineSetState
 from localtarget.onmachine import as_root, psql
 from maintenance.change import load_change
-from maintenance.inventory import load_inventory
 from maintenance.records import CheckStatus, HostStatus, RunStore
 from maintenance.rules import check_change
 from maintenance.runner import RunInputs, RunOptions, apply_change, utc_now

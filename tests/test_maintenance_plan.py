@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from erpcloud import policy
+from erpcloud.inventory import Inventory, load_inventory, parse_inventory, write_known_hosts
 from erpcloud.model import Customer, Environment
 from maintenance.errors import ChangeFileError
-from maintenance.inventory import Inventory, load_inventory, parse_inventory, write_known_hosts
 from maintenance.planner import PlanError, plan_waves, select_hosts
 
 from .conftest import REPO_ROOT

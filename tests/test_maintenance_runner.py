@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 import yaml
 
+from erpcloud.inventory import load_inventory
 from erpcloud.model import Customer, Environment
 from localtarget.fleet import Fleet, boot_fleet, generate_keypair, write_inventory
 from localtarget.processes import LOOPBACK, free_port
 from maintenance.change import load_change
-from maintenance.inventory import load_inventory
 from maintenance.notices import render_notices
 from maintenance.records import HostStatus, RunStatus, RunStore
 from maintenance.rules import check_change

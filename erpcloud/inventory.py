@@ -21,12 +21,12 @@ from typing import Annotated
 import paramiko
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from erpcloud.documents import DocumentError, errors_from_validation, read_yaml_document
 from erpcloud.files import write_atomic
 from erpcloud.fleet import FieldError
 from erpcloud.model import Customer, Environment
 from erpcloud.render import HostLayout
 from erpcloud.ssh import SshTarget, known_hosts_line
-from maintenance.errors import ChangeFileError, errors_from_validation, read_yaml
 
 #: Where the runner looks for the inventory unless told otherwise (``erpcloud inventory``
 #: writes it from the stacks' outputs).
@@ -165,20 +165,20 @@ def inventory_errors(
 
 def parse_inventory(data: object, file: str, customers: Mapping[str, Customer]) -> Inventory:
     if not isinstance(data, dict):
-        raise ChangeFileError([FieldError(file, "", "must be a YAML mapping")])
+        raise DocumentError([FieldError(file, "", "must be a YAML mapping")])
     try:
         inventory = Inventory.model_validate(data)
     except ValidationError as exc:
-        raise ChangeFileError(errors_from_validation(file, exc)) from None
+        raise DocumentError(errors_from_validation(file, exc)) from None
     errors = inventory_errors(file, inventory, customers)
     if errors:
-        raise ChangeFileError(errors)
+        raise DocumentError(errors)
     return inventory
 
 
 def load_inventory(path: Path, customers: Mapping[str, Customer]) -> Inventory:
     """Read and validate an inventory file; every error at once."""
-    return parse_inventory(read_yaml(path), str(path), customers)
+    return parse_inventory(read_yaml_document(path), str(path), customers)
 
 
 def write_known_hosts(inventory: Inventory, path: Path) -> Path:
