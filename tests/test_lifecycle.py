@@ -115,7 +115,10 @@ def test_a_suspended_customers_plan_stops_both_instances_and_keeps_its_data(flee
     states = {r.name: r.inputs["state"] for r in plan.of_type(INSTANCE_STATE)}
     assert states == {"lcfile-one-power": "stopped", "lcfile-one-test-power": "stopped"}
     buckets = plan.of_type(BUCKET_TYPE)
-    assert {b.inputs["bucket"] for b in buckets} == set(customer.backup_bucket_names)
+    assert {b.inputs["bucket"] for b in buckets} == {
+        *customer.backup_bucket_names,
+        customer.access_log_bucket_name,
+    }
     assert all(b.protect for b in buckets)
     volumes = plan.of_type("aws:ebs/volume:Volume")
     assert [v.name for v in volumes if v.protect] == ["lcfile-one-data"]  # production's data
