@@ -19,6 +19,7 @@ import pulumi_aws as aws
 
 from erpcloud import policy
 from stacks.blocks import child, lookup
+from stacks.blocks.buckets import private_bucket
 from stacks.blocks.iam import Document, as_json, statement, tls_only_bucket_policy
 from stacks.spec import EnvironmentSpec
 
@@ -67,13 +68,8 @@ def access_log_bucket(
     prefix = f"{name}-access-logs"
     opts = child(owner, provider)
     bucket_name = spec.customer.access_log_bucket_name
-    # Protected as the backup buckets are: only `erpcloud customer purge` removes it (S18).
-    bucket = aws.s3.Bucket(
-        prefix,
-        bucket=bucket_name,
-        force_destroy=False,
-        tags=spec.tags("S5", Name=bucket_name),
-        opts=child(owner, provider, protect=True),
+    bucket, public_access = private_bucket(
+        owner, prefix, spec, provider, bucket_name=bucket_name, promise="S5"
     )
     aws.s3.BucketServerSideEncryptionConfiguration(
         f"{prefix}-encryption",
@@ -87,15 +83,6 @@ def access_log_bucket(
         f"{prefix}-ownership",
         bucket=bucket.id,
         rule={"object_ownership": "BucketOwnerEnforced"},
-        opts=opts,
-    )
-    public_access = aws.s3.BucketPublicAccessBlock(
-        f"{prefix}-public-access",
-        bucket=bucket.id,
-        block_public_acls=True,
-        block_public_policy=True,
-        ignore_public_acls=True,
-        restrict_public_buckets=True,
         opts=opts,
     )
     elb_account = aws.elb.get_service_account_output(opts=lookup(owner, provider))

@@ -13,6 +13,7 @@ import pulumi_aws as aws
 
 from erpcloud import policy
 from stacks.blocks import child
+from stacks.blocks.buckets import private_bucket
 from stacks.blocks.iam import as_json, tls_only_bucket_policy
 from stacks.spec import EnvironmentSpec
 
@@ -43,12 +44,8 @@ def backup_bucket(
         raise ValueError(f"{spec.environment.value} has no backups (S9)")
     prefix = f"{name}-{role}"
     opts = child(owner, provider)
-    bucket = aws.s3.Bucket(
-        prefix,
-        bucket=bucket_name,
-        force_destroy=False,
-        tags=spec.tags("S6", Name=bucket_name),
-        opts=child(owner, provider, protect=True),
+    bucket, public_access = private_bucket(
+        owner, prefix, spec, provider, bucket_name=bucket_name, promise="S6"
     )
     aws.s3.BucketVersioning(
         f"{prefix}-versioning",
@@ -68,15 +65,6 @@ def backup_bucket(
                 "bucket_key_enabled": True,
             }
         ],
-        opts=opts,
-    )
-    public_access = aws.s3.BucketPublicAccessBlock(
-        f"{prefix}-public-access",
-        bucket=bucket.id,
-        block_public_acls=True,
-        block_public_policy=True,
-        ignore_public_acls=True,
-        restrict_public_buckets=True,
         opts=opts,
     )
     aws.s3.BucketPolicy(
